@@ -1,0 +1,402 @@
+"""The ``ocsdf`` command: ``fit``, ``score``, ``demo`` and ``bench``.
+
+Every user error (bad data, bad model directory, bad option) is printed as one line
+``ocsdf: error: ...`` on stderr with exit status 2, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from .errors import InputError, ModelFileError
+
+__all__ = ["BENCH_MODULES", "build_parser", "main"]
+
+BENCH_MODULES = ["speed", "defaults"]
+DEMO_DATASETS = ("moons", "circles", "one-cloud", "two-clouds", "two-blobs", "blob-cloud")
+DEMO_N = 2000
+DEMO_N_TRAIN = 1000
+DEMO_N_UNIFORM = 2000
+DEMO_RADIUS = 5.0
+_USER_ERRORS = (InputError, ModelFileError, FileNotFoundError, ValueError, OSError)
+
+
+# ---------------------------------------------------------------------------- option types
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _auto_or_float(low: float, high: float, low_open: bool = True):
+    """argparse type: ``"auto"`` or a finite float in ``(low, high]``."""
+
+    def parse(text: str) -> float | str:
+        if text.strip().lower() == "auto":
+            return "auto"
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > low and value <= high):
+            bound = "" if math.isinf(high) else f" and at most {high:g}"
+            raise argparse.ArgumentTypeError(
+                f"expected 'auto' or a number greater than {low:g}{bound}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def _column_list(text: str) -> list[str]:
+    """argparse type: ``"a,b,c"`` → ``["a", "b", "c"]`` (names or 0-based positions)."""
+    columns = [c.strip() for c in text.split(",") if c.strip()]
+    if not columns:
+        raise argparse.ArgumentTypeError("expected comma-separated column names or positions")
+    return columns
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The full ``ocsdf`` argument parser (sub-commands fit, score, demo, bench)."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="ocsdf",
+        description="One-class anomaly detection with a learned signed distance function "
+        "(1-Lipschitz network, OCSDF).",
+    )
+    parser.add_argument("--version", action="version", version=f"ocsdf {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_fit(sub)
+    _add_score(sub)
+    _add_demo(sub)
+    _add_bench(sub)
+    return parser
+
+
+def _add_fit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "fit", help="fit a model on normal data and save it",
+        description="Fit OCSDF on a file of normal rows (CSV, NPZ or Parquet) and save the "
+        "model directory.",
+    )
+    p.add_argument("data", help="training data: .csv (header detected), .npz (array X), .parquet")
+    p.add_argument("--model", required=True, metavar="DIR", help="model directory to write")
+    p.add_argument("--columns", type=_column_list, metavar="A,B,...",
+                   help="columns to use: names or 0-based positions (default: all)")
+    p.add_argument("--steps", type=_positive_int, default=2000, help="training steps (2000)")
+    p.add_argument("--width", type=_positive_int, default=128, help="hidden width, even (128)")
+    p.add_argument("--depth", type=_positive_int, default=3, help="hidden layers (3)")
+    p.add_argument("--margin", type=_auto_or_float(0.0, math.inf), default="auto",
+                   help="HKR margin in standardised units, or 'auto' (default)")
+    p.add_argument("--contamination", type=_auto_or_float(0.0, 0.5), default="auto",
+                   help="expected outlier fraction in (0, 0.5] for the threshold, or 'auto' "
+                   "(threshold f = 0; default)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_fit)
+
+
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "score", help="score rows with a saved model",
+        description="Score rows with a saved model. Writes CSV columns score (f, higher = more "
+        "normal), decision (score - offset) and label (+1 inlier, -1 outlier).",
+    )
+    p.add_argument("model", metavar="DIR", help="model directory written by 'ocsdf fit'")
+    p.add_argument("data", help="rows to score (.csv, .npz, .parquet)")
+    p.add_argument("-o", "--output", metavar="CSV", help="output CSV (default: stdout)")
+    p.add_argument("--columns", type=_column_list, metavar="A,B,...",
+                   help="columns to use (default: the model's feature names when the file "
+                   "has a header, else all columns)")
+    p.set_defaults(func=cmd_score)
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo", help="fit a 2-D toy set and draw the learned distance",
+        description="Fit OCSDF on a 2-D toy set (1000 training rows), write a contour plot and "
+        "report the AUROC of 1000 held-out normal rows against 2000 uniform points of the "
+        "ball of radius 5 (standardised units).",
+    )
+    p.add_argument("--dataset", choices=DEMO_DATASETS, default="moons", help="toy set (moons)")
+    p.add_argument("--steps", type=_positive_int, default=2000, help="training steps (2000)")
+    p.add_argument("--out", default="ocsdf-demo.png", help="PNG to write (ocsdf-demo.png)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="run a benchmark study",
+                       description="Benchmark studies; each writes its table under "
+                       "docs/results/.")
+    studies = p.add_subparsers(dest="study", metavar="STUDY", required=True)
+    for name in BENCH_MODULES:
+        module = _import_bench(name)
+        if module is not None:
+            module.register(studies)
+
+
+def _import_bench(name: str) -> ModuleType | None:
+    """``ocsdf.bench.NAME``, or None when that module does not exist (yet).
+
+    Any other import failure (a missing dependency inside the module) propagates.
+    """
+    full = f"{__package__ or 'ocsdf'}.bench.{name}"
+    try:
+        return importlib.import_module(full)
+    except ModuleNotFoundError as err:
+        if err.name == full:
+            return None
+        raise
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_fit(args: argparse.Namespace) -> int:
+    """``ocsdf fit``: read, fit, save, print a summary. Returns 0."""
+    import pandas as pd
+
+    from .estimator import OCSDF
+    from .io import load_table, select_numeric
+
+    table = load_table(args.data)
+    X, names = select_numeric(table, args.columns)
+    _check_finite(X, names, table.path)
+    model = OCSDF(
+        width=args.width, depth=args.depth, margin=args.margin, n_steps=args.steps,
+        contamination=args.contamination, random_state=args.seed, device=args.device,
+        verbose=not args.quiet,
+    )
+    data = pd.DataFrame(X, columns=names) if table.has_header else X
+    start = time.perf_counter()
+    model.fit(data)
+    seconds = time.perf_counter() - start
+    saved = model.save(args.model)
+    _print_fit_summary(model, X, names, table.path, seconds, saved)
+    return 0
+
+
+def _print_fit_summary(model, X: np.ndarray, names: list[str], path: Path, seconds: float,
+                       saved: Path) -> None:
+    """The few lines ``ocsdf fit`` prints after training."""
+    from .io import _short_list
+
+    margin_kind = "auto" if model.margin == "auto" else "given"
+    print(f"fitted OCSDF on {X.shape[0]} rows x {X.shape[1]} features of {path} "
+          f"in {seconds:.1f} s")
+    print(f"features: {_short_list(names)}")
+    print(f"margin m = {model.margin_:.4g} (standardised units, {margin_kind})")
+    print(f"L = {model.lipschitz_:.4f} (l2, standardised units)")
+    if model.contamination != "auto":
+        print(f"threshold offset = {model.offset_:.4g} (contamination {model.contamination:g})")
+    print(f"saved model to {saved}")
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    """``ocsdf score``: load a model, score a file, write score/decision/label CSV. Returns 0."""
+    import pandas as pd
+
+    from .estimator import OCSDF
+    from .io import write_csv_atomic
+
+    model = OCSDF.load(args.model)
+    X = _read_for_model(model, args.data, args.columns, args.model)
+    model_names = getattr(model, "feature_names_in_", None)
+    data = pd.DataFrame(X, columns=list(model_names)) if model_names is not None else X
+    score = model.score_samples(data)
+    decision = score - model.offset_
+    label = np.where(decision >= 0, 1, -1)
+    out = pd.DataFrame({"score": score, "decision": decision, "label": label})
+    n_out = int((label == -1).sum())
+    summary = (f"scored {len(out)} rows of {args.data}: {n_out} flagged as outliers "
+               f"(label -1), {len(out) - n_out} inliers")
+    if args.output:
+        with _writing(args.output):
+            write_csv_atomic(out, args.output, header=True)
+        print(f"{summary}; wrote {args.output}")
+    else:
+        out.to_csv(sys.stdout, index=False, lineterminator="\n")
+        sys.stdout.flush()
+        print(summary, file=sys.stderr)
+    return 0
+
+
+def _read_for_model(model, path: str, columns: Sequence[str] | None, model_dir: str
+                    ) -> np.ndarray:
+    """Rows of ``path`` as the (n, d) float64 array ``model`` expects.
+
+    With no ``columns``, a file with a header and a model fitted with feature names gives the
+    model's columns by name (in the model's order); otherwise every column, by position.
+    """
+    from .io import load_table, select_numeric
+
+    table = load_table(path)
+    model_names = getattr(model, "feature_names_in_", None)
+    if columns is None and model_names is not None and table.has_header:
+        present = {str(c) for c in table.frame.columns}
+        missing = [str(n) for n in model_names if str(n) not in present]
+        if missing:
+            raise InputError(
+                f"{path} lacks columns the model was fitted on: {missing}; "
+                "choose columns with --columns"
+            )
+        columns = [str(n) for n in model_names]
+    X, names = select_numeric(table, columns)
+    expected = int(model.n_features_in_)
+    if X.shape[1] != expected:
+        raise InputError(
+            f"{path} has {X.shape[1]} feature columns but the model in {model_dir} expects "
+            f"{expected}; choose columns with --columns"
+        )
+    _check_finite(X, names, table.path)
+    return X
+
+
+@contextlib.contextmanager
+def _writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an OS error while writing ``path`` into an :class:`InputError` naming it."""
+    try:
+        yield
+    except OSError as err:
+        reason = err.strerror or _first_line(err)
+        raise InputError(f"cannot write {path}: {reason}") from None
+
+
+def _check_finite(X: np.ndarray, names: list[str], path: Path) -> None:
+    """Raise :class:`InputError` naming the columns and first row holding NaN or inf."""
+    bad = ~np.isfinite(X)
+    if not bad.any():
+        return
+    cols = [names[j] for j in np.flatnonzero(bad.any(axis=0))]
+    first = int(np.flatnonzero(bad.any(axis=1))[0]) + 1
+    raise InputError(
+        f"{path} has {int(bad.sum())} missing or infinite values (NaN/inf) in columns {cols}, "
+        f"first in data row {first}; remove or impute them"
+    )
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``ocsdf demo``: fit a toy set, write the contour PNG, print AUROC and L. Returns 0."""
+    from sklearn.metrics import roc_auc_score
+
+    from .estimator import OCSDF
+    from .plot import contour_plot
+
+    train, held_out = _demo_split(args.dataset, args.seed)
+    model = OCSDF(
+        domain="ball", domain_size=DEMO_RADIUS, width=128, depth=3, n_steps=args.steps,
+        random_state=args.seed, margin=0.05, device=args.device, verbose=not args.quiet,
+    )
+    start = time.perf_counter()
+    model.fit(train)
+    seconds = time.perf_counter() - start
+    uniform = _uniform_ball(DEMO_N_UNIFORM, args.seed)
+    y = np.r_[np.ones(len(held_out)), np.zeros(len(uniform))]
+    s = np.r_[model.score_samples(held_out), model.score_samples(uniform)]
+    auroc = float(roc_auc_score(y, s))
+    title = f"OCSDF on {args.dataset} ({args.steps} steps): AUROC {auroc:.3f}"
+    with _writing(args.out):
+        png = contour_plot(model, train, args.out, title=title)
+    print(f"dataset: {args.dataset}, {len(train)} training rows, {len(held_out)} held-out rows")
+    print(f"AUROC = {auroc:.4f} (held-out normal vs {len(uniform)} uniform points "
+          f"in the ball of radius {DEMO_RADIUS:g}, standardised units)")
+    print(f"L = {model.lipschitz_:.4f} (l2, standardised units)")
+    print(f"fit time: {seconds:.1f} s ({args.steps} steps)")
+    print(f"wrote {png}")
+    return 0
+
+
+def _demo_split(dataset: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The toy set shuffled with ``seed``: (1000, 2) training rows and (1000, 2) held-out rows
+    (standardised units). Shuffling matters: some toys are generated cluster by cluster."""
+    from .data import make_toy
+
+    x = make_toy(dataset, n=DEMO_N, seed=seed)
+    idx = np.random.default_rng(seed).permutation(len(x))
+    return x[idx[:DEMO_N_TRAIN]], x[idx[DEMO_N_TRAIN:]]
+
+
+def _uniform_ball(n: int, seed: int) -> np.ndarray:
+    """``n`` points uniform in the 2-D ball of radius 5 (standardised units), shape (n, 2)."""
+    import torch
+
+    from .domain import make_domain
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    return make_domain("ball", DEMO_RADIUS).sample(n, 2, gen).double().numpy()
+
+
+# ---------------------------------------------------------------------------- entry point
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``ocsdf`` command line; returns the exit status.
+
+    0 on success; 2 on a usage error or a user error (printed as one line
+    ``ocsdf: error: ...`` on stderr); 130 when interrupted.
+    """
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return int(args.func(args) or 0)
+    except SystemExit as exc:
+        return _exit_status(exc.code)
+    except BrokenPipeError:
+        _silence_stdout()
+        return 1
+    except KeyboardInterrupt:
+        print("ocsdf: interrupted", file=sys.stderr)
+        return 130
+    except _USER_ERRORS as err:
+        print(f"ocsdf: error: {_first_line(err)}", file=sys.stderr)
+        return 2
+
+
+def _first_line(err: BaseException) -> str:
+    """The first non-empty line of ``err``'s message (its type name when empty)."""
+    for line in str(err).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(err).__name__
+
+
+def _exit_status(code: object) -> int:
+    """``SystemExit.code`` as an exit status (None → 0, a message → 1 after printing it)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _silence_stdout() -> None:
+    """After a closed pipe (``ocsdf score ... | head``): point stdout at /dev/null so Python's
+    final flush does not raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+if __name__ == "__main__":
+    sys.exit(main())

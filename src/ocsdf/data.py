@@ -1,0 +1,117 @@
+"""Built-in and benchmark data sets: scikit-learn toys (shipped) and ADBench files (shared data).
+
+Benchmark files are never part of the package: they are read from ``data_dir``, the
+``OCSDF_DATA_DIR`` environment variable, or ``../shared/data`` when it exists.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+__all__ = ["TOY_DATASETS", "make_toy", "find_data_dir", "load_adbench", "ADBENCH_FILES"]
+
+TOY_DATASETS = ("moons", "one-cloud", "two-clouds", "two-blobs", "blob-cloud", "circles")
+
+
+def make_toy(name: str = "moons", n: int = 2000, seed: int = 0) -> np.ndarray:
+    """A 2-D toy set of the paper (appendix E), standardised to mean 0 and unit variance.
+
+    Parameters
+    ----------
+    name : {"moons", "one-cloud", "two-clouds", "two-blobs", "blob-cloud", "circles"}
+    n : int
+        Number of points.
+
+    Returns
+    -------
+    ndarray, shape (n, 2), float64.
+    """
+    from sklearn.datasets import make_blobs, make_circles, make_moons
+
+    rng = np.random.default_rng(seed)
+    if name == "moons":
+        x, _ = make_moons(n, noise=0.05, random_state=seed)
+    elif name == "circles":
+        x, _ = make_circles(n, noise=0.05, factor=0.5, random_state=seed)
+    elif name == "one-cloud":
+        x = rng.normal(size=(n, 2)) * [1.0, 0.5]
+    elif name == "two-clouds":
+        x, _ = make_blobs(n, centers=[[-2, 0], [2, 0]], cluster_std=[0.6, 0.6], random_state=seed)
+    elif name == "two-blobs":
+        x, _ = make_blobs(n, centers=[[-1.5, -1.0], [1.5, 1.0]], cluster_std=0.2,
+                          random_state=seed)
+    elif name == "blob-cloud":
+        a, _ = make_blobs(n // 2, centers=[[-2, 0]], cluster_std=0.2, random_state=seed)
+        b = rng.normal(size=(n - n // 2, 2)) * [0.8, 1.2] + [1.5, 0.0]
+        x = np.concatenate([a, b])
+    else:
+        raise InputError(f"unknown toy dataset {name!r}; choose from {', '.join(TOY_DATASETS)}")
+    return (x - x.mean(0)) / x.std(0)
+
+
+def find_data_dir(data_dir: str | os.PathLike | None = None) -> Path | None:
+    """The benchmark data folder: ``data_dir``, else ``$OCSDF_DATA_DIR``, else ``../shared/data``
+    (relative to the working directory or to this repository) when it exists; ``None`` if none.
+    """
+    if data_dir is not None:
+        p = Path(data_dir)
+        if not p.is_dir():
+            raise InputError(f"data directory not found: {p}")
+        return p
+    env = os.environ.get("OCSDF_DATA_DIR")
+    if env:
+        p = Path(env)
+        if not p.is_dir():
+            raise InputError(f"OCSDF_DATA_DIR points to a missing directory: {p}")
+        return p
+    repo = Path(__file__).resolve().parents[2]
+    for candidate in (Path.cwd() / ".." / "shared" / "data", repo / ".." / "shared" / "data"):
+        if candidate.is_dir():
+            return candidate.resolve()
+    return None
+
+
+ADBENCH_FILES = {
+    "breastw": "4_breastw", "cardio": "6_cardio", "glass": "14_glass", "http": "16_http",
+    "ionosphere": "18_Ionosphere", "lymphography": "21_Lymphography",
+    "mammography": "23_mammography", "musk": "25_musk", "optdigits": "26_optdigits",
+    "pima": "29_Pima", "satimage-2": "31_satimage-2", "shuttle": "32_shuttle",
+    "smtp": "34_smtp", "thyroid": "38_thyroid", "vertebral": "39_vertebral",
+    "vowels": "40_vowels", "wbc": "42_WBC", "wdbc": "43_WDBC", "wine": "45_wine",
+}
+
+
+def load_adbench(
+    name: str, data_dir: str | os.PathLike | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Load an ADBench "Classical" set by short name (e.g. ``"cardio"``).
+
+    Returns
+    -------
+    X : ndarray, shape (n, d), float64, raw units.
+    y : ndarray, shape (n,), int: 1 = anomaly, 0 = normal.
+
+    Raises
+    ------
+    FileNotFoundError
+        When no data folder is found or it lacks the file (tests skip on this).
+    """
+    key = name.lower()
+    if key not in ADBENCH_FILES:
+        raise InputError(f"unknown ADBench set {name!r}; choose from {', '.join(ADBENCH_FILES)}")
+    root = find_data_dir(data_dir)
+    if root is None:
+        raise FileNotFoundError(
+            "no benchmark data folder: pass --data-dir, set OCSDF_DATA_DIR, "
+            "or provide ../shared/data"
+        )
+    f = root / "adbench" / f"{ADBENCH_FILES[key]}.npz"
+    if not f.is_file():
+        raise FileNotFoundError(f"ADBench file not found: {f}")
+    with np.load(f, allow_pickle=False) as npz:
+        return npz["X"].astype(np.float64), npz["y"].astype(int).ravel()

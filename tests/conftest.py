@@ -1,0 +1,27 @@
+"""Shared fixtures: one small model trained on two moons, reused by many tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ocsdf import OCSDF
+from ocsdf.data import make_toy
+
+
+@pytest.fixture(scope="session")
+def moons() -> tuple[np.ndarray, np.ndarray]:
+    """Standardised two moons: 1000 training rows and 1000 held-out normal rows."""
+    x = make_toy("moons", n=2000, seed=0)
+    rng = np.random.default_rng(0)
+    idx = rng.permutation(len(x))
+    return x[idx[:1000]], x[idx[1000:]]
+
+
+@pytest.fixture(scope="session")
+def moons_model(moons) -> OCSDF:
+    """The demo configuration (ball domain of radius 5), trained once for the session."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    train, _ = moons
+    return OCSDF(domain="ball", margin=0.05, n_steps=2000, random_state=0).fit(train)

@@ -1,0 +1,267 @@
+"""The ``ocsdf`` command line, run in process through ``main([...])``."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ocsdf import OCSDF
+from ocsdf.cli import BENCH_MODULES, _import_bench, main
+
+TINY = ["--steps", "30", "--width", "16", "--depth", "1", "--quiet"]
+
+
+def _one_error_line(capsys) -> str:
+    """The captured stderr, asserted to be a single ``ocsdf: error:`` line."""
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("ocsdf: error: "), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def train_csv(tmp_path_factory) -> Path:
+    """A CSV with a header, a non-numeric column and two numeric features (200 rows)."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(200, 2)) * [1.0, 10.0] + [0.0, 50.0]
+    df = pd.DataFrame({"id": [f"r{i}" for i in range(200)], "a": X[:, 0], "b": X[:, 1]})
+    path = tmp_path_factory.mktemp("data") / "train.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def model_dir(train_csv) -> Path:
+    """A tiny model fitted by ``ocsdf fit`` on columns a, b of ``train_csv``."""
+    out = train_csv.parent / "model"
+    assert main(["fit", str(train_csv), "--model", str(out), "--columns", "a,b", *TINY]) == 0
+    return out
+
+
+def test_fit_summary(train_csv, tmp_path, capsys):
+    out = tmp_path / "m"
+    code = main(["fit", str(train_csv), "--model", str(out), "--columns", "1,2",
+                 "--margin", "0.1", "--contamination", "0.1", *TINY])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "200 rows x 2 features" in text
+    assert "L = " in text and "(l2, standardised units)" in text
+    assert "margin m = 0.1" in text
+    assert str(out) in text
+    model = OCSDF.load(out)
+    assert list(model.feature_names_in_) == ["a", "b"]
+    assert model.margin_ == 0.1 and model.offset_ != 0.0
+
+
+def test_fit_then_score_round_trip(model_dir, train_csv, tmp_path, capsys):
+    capsys.readouterr()
+    scores = tmp_path / "scores.csv"
+    # no --columns: the model's feature names pick a, b (the id column is skipped)
+    assert main(["score", str(model_dir), str(train_csv), "-o", str(scores)]) == 0
+    assert "flagged as outliers" in capsys.readouterr().out
+    got = pd.read_csv(scores)
+    assert list(got.columns) == ["score", "decision", "label"]
+    assert len(got) == 200
+    model = OCSDF.load(model_dir)
+    X = pd.read_csv(train_csv)[["a", "b"]]
+    np.testing.assert_allclose(got["score"], model.score_samples(X), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got["decision"], model.decision_function(X), rtol=0, atol=1e-12)
+    np.testing.assert_array_equal(got["label"], model.predict(X))
+
+
+def test_score_to_stdout_and_by_position(model_dir, tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    f = tmp_path / "rows.csv"
+    np.savetxt(f, rng.normal(size=(7, 2)) * [1.0, 10.0] + [0.0, 50.0], delimiter=",")
+    capsys.readouterr()
+    assert main(["score", str(model_dir), str(f)]) == 0
+    captured = capsys.readouterr()
+    lines = captured.out.strip().splitlines()
+    assert lines[0] == "score,decision,label" and len(lines) == 8
+    assert "scored 7 rows" in captured.err
+
+
+def test_score_npz(model_dir, tmp_path, capsys):
+    f = tmp_path / "rows.npz"
+    np.savez(f, X=np.array([[0.0, 50.0], [30.0, -400.0]]))
+    out = tmp_path / "s.csv"
+    assert main(["score", str(model_dir), str(f), "-o", str(out)]) == 0
+    got = pd.read_csv(out)
+    assert got["label"].tolist()[1] == -1  # far away: an outlier
+    assert got["score"][0] > got["score"][1]
+
+
+def test_fit_npz_no_feature_names(tmp_path, capsys):
+    f = tmp_path / "train.npz"
+    np.savez(f, X=np.random.default_rng(0).normal(size=(50, 3)))
+    assert main(["fit", str(f), "--model", str(tmp_path / "m"), *TINY]) == 0
+    assert not hasattr(OCSDF.load(tmp_path / "m"), "feature_names_in_")
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("a,b\n1,2\nnan,4\n3,5\n", "NaN/inf"),
+        ("a,b\n1,2\ninf,4\n3,5\n", "NaN/inf"),
+        ("a\n1\n2\n", "lacks columns"),
+        ("", "empty"),
+        ("a,b\n1,x\n2,y\n", "non-numeric columns"),
+    ],
+    ids=["nan", "inf", "missing-column", "empty", "non-numeric"],
+)
+def test_score_bad_inputs(model_dir, tmp_path, capsys, content, expected):
+    f = tmp_path / "bad.csv"
+    f.write_text(content)
+    capsys.readouterr()
+    assert main(["score", str(model_dir), str(f)]) == 2
+    line = _one_error_line(capsys)
+    assert expected in line and "bad.csv" in line
+
+
+def test_score_wrong_feature_count(model_dir, tmp_path, capsys):
+    f = tmp_path / "three.csv"
+    f.write_text("1,2,3\n4,5,6\n")
+    g = tmp_path / "three.npz"
+    np.savez(g, X=np.zeros((2, 3)))
+    for path in (f, g):
+        capsys.readouterr()
+        assert main(["score", str(model_dir), str(path)]) == 2
+        assert "has 3 feature columns but the model" in _one_error_line(capsys)
+    # with a header, the model's columns are chosen by name: extra columns are fine
+    h = tmp_path / "extra.csv"
+    h.write_text("c,b,a\n9,50,0\n")
+    out = tmp_path / "s.csv"
+    assert main(["score", str(model_dir), str(h), "-o", str(out)]) == 0
+    expected = OCSDF.load(model_dir).score_samples(pd.DataFrame({"a": [0.0], "b": [50.0]}))
+    assert pd.read_csv(out)["score"].tolist() == pytest.approx(expected.tolist(), abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("a,b\n1,2\n,4\n3,5\n", "NaN/inf"),
+        ("", "empty"),
+        ("a,b\n", "empty"),
+        ("city,a\nParis,1\nRome,2\n", "non-numeric columns in"),
+        ("a,b\n1,2\n", "minimum of 2"),
+    ],
+    ids=["nan", "empty", "header-only", "non-numeric", "one-row"],
+)
+def test_fit_bad_inputs(tmp_path, capsys, content, expected):
+    f = tmp_path / "bad.csv"
+    f.write_text(content)
+    assert main(["fit", str(f), "--model", str(tmp_path / "m"), *TINY]) == 2
+    assert expected in _one_error_line(capsys)
+    assert not (tmp_path / "m").exists()
+
+
+def test_missing_data_file(tmp_path, capsys):
+    assert main(["fit", str(tmp_path / "nope.csv"), "--model", str(tmp_path / "m")]) == 2
+    line = _one_error_line(capsys)
+    assert "not found" in line and "nope.csv" in line
+
+
+def test_missing_model_dir(tmp_path, train_csv, capsys):
+    assert main(["score", str(tmp_path / "no-model"), str(train_csv)]) == 2
+    line = _one_error_line(capsys)
+    assert "model directory not found" in line
+
+
+def test_unknown_column_option(train_csv, tmp_path, capsys):
+    code = main(["fit", str(train_csv), "--model", str(tmp_path / "m"), "--columns", "a,zz",
+                 *TINY])
+    assert code == 2
+    assert "unknown column 'zz'" in _one_error_line(capsys)
+
+
+def test_estimator_value_error_is_one_line(train_csv, tmp_path, capsys):
+    code = main(["fit", str(train_csv), "--model", str(tmp_path / "m"), "--columns", "a,b",
+                 "--steps", "5", "--width", "15", "--depth", "1", "--quiet"])
+    assert code == 2
+    assert "width must be even" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["fit"], ["frobnicate"], ["fit", "x.csv", "--model", "m", "--margin", "-1"],
+     ["fit", "x.csv", "--model", "m", "--contamination", "0.9"],
+     ["fit", "x.csv", "--model", "m", "--steps", "0"], ["demo", "--dataset", "spiral"]],
+)
+def test_usage_errors_return_2(argv, capsys):
+    assert main(argv) == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_help_returns_0(capsys):
+    assert main(["--help"]) == 0
+    assert "demo" in capsys.readouterr().out
+
+
+def test_bench_import_skips_only_missing_study_module(monkeypatch):
+    assert _import_bench("no_such_study_xyz") is None
+    assert BENCH_MODULES == ["speed", "defaults"]
+    import importlib
+
+    def broken(name):
+        raise ModuleNotFoundError("No module named 'some_dependency'", name="some_dependency")
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    with pytest.raises(ModuleNotFoundError):
+        _import_bench("speed")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the demo's 150 steps: on a busy 2-core machine two threads
+    oversubscribe and the fit runs 10-20x slower; on an idle one it makes little difference."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_demo_writes_png(tmp_path, capsys, one_torch_thread):
+    png = tmp_path / "demo.png"
+    assert main(["demo", "--steps", "150", "--out", str(png), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "AUROC = " in out and "L = " in out and str(png) in out
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(data) > 10_000
+    auroc = float(out.split("AUROC = ")[1].split()[0])
+    assert 0.5 < auroc <= 1.0
+    assert [p.name for p in tmp_path.iterdir()] == ["demo.png"]
+
+
+def test_console_help_subprocess():
+    proc = subprocess.run([sys.executable, "-m", "ocsdf.cli", "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "fit" in proc.stdout and "score" in proc.stdout and "bench" in proc.stdout
+
+
+def test_console_error_exit_code_subprocess(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "ocsdf.cli", "score", str(tmp_path / "m"), "x.csv"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith("ocsdf: error: ")
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_unwritable_output_is_one_line(model_dir, train_csv, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    capsys.readouterr()
+    assert main(["score", str(model_dir), str(train_csv), "-o", str(blocker / "s.csv")]) == 2
+    assert "cannot write" in _one_error_line(capsys)

@@ -1,0 +1,163 @@
+"""The scikit-learn estimator: quality on two moons, distance behaviour, bounds, API contract."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.spatial import cKDTree
+from sklearn.metrics import roc_auc_score
+from sklearn.utils.estimator_checks import check_estimator
+
+from ocsdf import OCSDF, InputError
+from ocsdf.domain import Ball
+
+TINY = dict(n_steps=5, warmup_steps=2, width=8, depth=1, batch_size=16)
+
+
+def _uniform_ball(n: int, seed: int) -> np.ndarray:
+    return Ball(5.0).sample(n, 2, torch.Generator().manual_seed(seed)).double().numpy()
+
+
+def test_two_moons_auroc_against_uniform_points(moons, moons_model):
+    _, held_out = moons
+    outliers = _uniform_ball(2000, seed=1)
+    scores = np.r_[moons_model.score_samples(held_out), moons_model.score_samples(outliers)]
+    labels = np.r_[np.ones(len(held_out)), np.zeros(len(outliers))]
+    assert roc_auc_score(labels, scores) >= 0.97
+
+
+def test_scores_approximate_the_signed_distance_far_from_the_data(moons, moons_model):
+    """At distance >= 2 from the data, f ~ -(distance to the nearest training point)."""
+    train, _ = moons
+    pts = _uniform_ball(4000, seed=2)
+    dist, _ = cKDTree(train).query(pts)
+    far = dist >= 2.0
+    assert far.sum() > 500
+    rel = np.abs(-moons_model.score_samples(pts[far]) - dist[far]) / dist[far]
+    assert np.median(rel) < 0.2
+    assert np.quantile(rel, 0.9) < 0.3
+
+
+def test_trained_network_is_1_lipschitz(moons_model):
+    assert moons_model.lipschitz_ <= 1 + 1e-4
+    x = (torch.randn(5000, 2, dtype=torch.float64) * 3).requires_grad_(True)
+    (g,) = torch.autograd.grad(moons_model.net_(x).sum(), x)
+    assert g.norm(dim=1).max().item() <= moons_model.lipschitz_ * (1 + 1e-6)
+
+
+def test_normal_points_score_positive_and_far_points_negative(moons, moons_model):
+    _, held_out = moons
+    assert np.mean(moons_model.predict(held_out) == 1) > 0.9
+    assert (moons_model.predict(np.array([[4.0, 4.0], [-4.0, 0.0]])) == -1).all()
+
+
+def test_rows_outside_the_domain_are_anomalous(moons_model):
+    """Beyond B (ball of radius 5) the score is at most -dist(x, B), whatever f says."""
+    far = np.array([[100.0, 0.0], [0.0, -8.0]])
+    assert (moons_model.score_samples(far) <= -np.array([95.0, 3.0]) + 1e-9).all()
+
+
+def test_save_load_gives_identical_scores(tmp_path, moons, moons_model):
+    _, held_out = moons
+    moons_model.save(tmp_path / "m")
+    loaded = OCSDF.load(tmp_path / "m")
+    assert np.array_equal(loaded.score_samples(held_out), moons_model.score_samples(held_out))
+    assert loaded.get_params() == moons_model.get_params()
+    assert loaded.lipschitz_ == moons_model.lipschitz_
+
+
+def test_pickle_round_trip(moons, moons_model):
+    _, held_out = moons
+    clone = pickle.loads(pickle.dumps(moons_model))
+    assert np.array_equal(clone.score_samples(held_out), moons_model.score_samples(held_out))
+
+
+def test_same_seed_same_model():
+    x = np.random.default_rng(0).normal(size=(200, 3))
+    a = OCSDF(**TINY, random_state=3).fit(x).score_samples(x)
+    b = OCSDF(**TINY, random_state=3).fit(x).score_samples(x)
+    c = OCSDF(**TINY, random_state=4).fit(x).score_samples(x)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_contamination_sets_the_quantile():
+    x = np.random.default_rng(0).normal(size=(300, 2))
+    model = OCSDF(**TINY, contamination=0.1, random_state=0).fit(x)
+    assert np.sum(model.predict(x) == -1) == 30
+    assert OCSDF(**TINY, random_state=0).fit(x).offset_ == 0.0
+
+
+def test_dataframe_feature_names_and_constant_column():
+    df = pd.DataFrame({"a": np.arange(50.0), "b": np.ones(50), "c": np.sin(np.arange(50.0))})
+    model = OCSDF(**TINY, random_state=0).fit(df)
+    assert list(model.feature_names_in_) == ["a", "b", "c"]
+    assert model.scale_[1] == 1.0 and np.isfinite(model.score_samples(df)).all()
+
+
+def test_label_free_margin_is_in_the_measured_range(moons_model):
+    model = OCSDF(**TINY, random_state=0).fit(np.random.default_rng(0).normal(size=(500, 4)))
+    assert 0.005 <= model.margin_ <= 1.0
+    assert moons_model.margin_ == 0.05
+
+
+def test_check_estimator_passes():
+    # No check is skipped: check_estimator must pass whole (tiny training budget for speed).
+    check_estimator(OCSDF(**TINY))
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.fixture(scope="module")
+def fitted3() -> OCSDF:
+    return OCSDF(**TINY, random_state=0).fit(np.random.default_rng(0).normal(size=(50, 3)))
+
+
+@pytest.mark.parametrize(
+    "X, message",
+    [
+        (np.array([[1.0, np.nan], [2.0, 3.0]]), "Input X contains NaN"),
+        (np.array([[1.0, np.inf], [2.0, 3.0]]), "Input X contains infinity"),
+        (np.arange(5.0), "X must be 2-D"),
+        (np.empty((0, 3)), "Found array with 0 sample"),
+        (np.ones((1, 3)), "Found array with 1 sample"),
+        (np.array([["a", "b"], ["c", "d"]], dtype=object), "non-numeric values in X"),
+        (pd.DataFrame({"x": [1.0, 2.0], "city": ["a", "b"]}), r"non-numeric columns: \['city'\]"),
+    ],
+)
+def test_bad_training_input_is_named(X, message):
+    with pytest.raises(ValueError, match=message):
+        OCSDF(**TINY).fit(X)
+
+
+def test_wrong_number_of_features_at_scoring(fitted3):
+    with pytest.raises(ValueError, match="X has 2 features, but OCSDF is expecting 3 features"):
+        fitted3.score_samples(np.ones((4, 2)))
+
+
+def test_input_error_is_a_value_error():
+    assert issubclass(InputError, ValueError)
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (dict(width=7), "width must be even"),
+        (dict(margin=-1.0), "margin must be 'auto' or a positive number"),
+        (dict(contamination=0.7), r"contamination must be 'auto' or a float in \(0, 0.5\]"),
+        (dict(domain="cube"), "domain must be 'box', 'ball' or 'unit'"),
+        (dict(n_steps=0), "n_steps must be an integer >= 1"),
+        (dict(device="tpu9"), "device must be a torch device"),
+    ],
+)
+def test_bad_parameters_are_named(params, message):
+    with pytest.raises(ValueError, match=message):
+        OCSDF(**{**TINY, **params}).fit(np.ones((10, 2)) + np.arange(10.0)[:, None])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_requested_without_cuda():
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        OCSDF(**TINY, device="cuda").fit(np.random.default_rng(0).normal(size=(10, 2)))

@@ -1,0 +1,58 @@
+"""HKR loss values and Algorithm 1 (Newton–Raphson negatives)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ocsdf.domain import Ball, Box
+from ocsdf.loss import hkr_loss
+from ocsdf.sampling import newton_raphson_negatives
+
+
+def test_hkr_loss_matches_formula():
+    fp = torch.tensor([0.5, -0.1])
+    fn = torch.tensor([-1.0, 0.02])
+    m, lam = 0.05, 100.0
+    pos = [lam * max(0.0, m - v) - v for v in (0.5, -0.1)]
+    neg = [lam * max(0.0, m + v) + v for v in (-1.0, 0.02)]
+    expected = sum(pos) / 2 + sum(neg) / 2
+    assert float(hkr_loss(fp, fn, m, lam)) == pytest.approx(expected)
+
+
+def test_newton_raphson_moves_towards_the_level_without_crossing_it():
+    """For f = 1 - ||z|| (SDF of the unit disc) every sample moves towards ``f = -m``
+    (radius 1 + m) and never crosses it; each step's eta is in [0, 1]."""
+    f = lambda z: 1.0 - z.norm(dim=1)  # noqa: E731
+    m = 0.1
+    z0 = newton_raphson_negatives(f, Ball(5.0), 2000, 2, 0, m, torch.Generator().manual_seed(0))
+    z = newton_raphson_negatives(f, Ball(5.0), 2000, 2, 4, m, torch.Generator().manual_seed(0))
+    gap0, gap = z0.norm(dim=1) - (1 + m), z.norm(dim=1) - (1 + m)
+    assert z.norm(dim=1).max() <= 5.0 + 1e-5
+    assert (torch.sign(gap) == torch.sign(gap0)).all()
+    assert (gap.abs() <= gap0.abs() + 1e-6).all()
+    assert (gap.abs() < 0.9 * gap0.abs()).float().mean() > 0.5  # most samples really moved
+    # Samples move along the radius only (the gradient direction of f).
+    cos = (z * z0).sum(1) / (z.norm(dim=1) * z0.norm(dim=1))
+    assert cos.min() > 1 - 1e-5
+
+
+def test_zero_steps_gives_uniform_samples_in_the_box():
+    gen = torch.Generator().manual_seed(0)
+    z = newton_raphson_negatives(lambda z: z.sum(1), Box(-5, 5), 20000, 3, 0, 0.1, gen)
+    assert z.min() >= -5 and z.max() <= 5
+    assert z.mean(0).abs().max() < 0.1
+
+
+def test_samples_stay_in_the_domain_after_projection():
+    gen = torch.Generator().manual_seed(0)
+    f = lambda z: -z[:, 0]  # noqa: E731  - pushes samples towards +inf in x0
+    z = newton_raphson_negatives(f, Box(-1, 1), 500, 2, 8, 10.0, gen)
+    assert z.max() <= 1.0 and z.min() >= -1.0
+
+
+def test_domain_distance_outside():
+    box, ball = Box(-1, 1), Ball(2.0)
+    z = torch.tensor([[0.0, 0.0], [3.0, 0.0], [2.0, 2.0]])
+    assert torch.allclose(box.distance_outside(z), torch.tensor([0.0, 2.0, 2 ** 0.5]))
+    assert torch.allclose(ball.distance_outside(z), torch.tensor([0.0, 1.0, 8 ** 0.5 - 2]))
