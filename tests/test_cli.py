@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ocsdf import OCSDF
-from ocsdf.cli import BENCH_MODULES, _import_bench, main
+from ocsdf.cli import _import_bench, main
 
 TINY = ["--steps", "30", "--width", "16", "--depth", "1", "--quiet"]
 
@@ -206,7 +206,6 @@ def test_help_returns_0(capsys):
 
 def test_bench_import_skips_only_missing_study_module(monkeypatch):
     assert _import_bench("no_such_study_xyz") is None
-    assert BENCH_MODULES == ["speed", "defaults"]
     import importlib
 
     def broken(name):

@@ -23,7 +23,7 @@ from .errors import InputError, ModelFileError
 
 __all__ = ["BENCH_MODULES", "build_parser", "main"]
 
-BENCH_MODULES = ["speed", "defaults"]
+BENCH_MODULES = ["speed", "defaults", "tabular", "robustness", "thresholds"]
 DEMO_DATASETS = ("moons", "circles", "one-cloud", "two-clouds", "two-blobs", "blob-cloud")
 DEMO_N = 2000
 DEMO_N_TRAIN = 1000
@@ -87,6 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit(sub)
     _add_score(sub)
     _add_demo(sub)
+    _add_certify(sub)
+    _add_data(sub)
     _add_bench(sub)
     return parser
 
@@ -109,6 +111,13 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--contamination", type=_auto_or_float(0.0, 0.5), default="auto",
                    help="expected outlier fraction in (0, 0.5] for the threshold, or 'auto' "
                    "(threshold f = 0; default)")
+    p.add_argument("--fpr", type=_auto_or_float(0.0, 0.999), default=None,
+                   help="target false-positive rate in (0, 1): hold out 20%% of the rows to "
+                   "calibrate the threshold (split-conformal); enables p-values")
+    p.add_argument("--domain", choices=("box", "ball", "unit"), default="box",
+                   help="domain B of the negatives, standardised units: box [-s, s]^d, ball of "
+                   "radius s, or the pixel box [0, 1]^d (box)")
+    p.add_argument("--domain-size", type=float, default=5.0, help="s above (5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument("--device", default="cpu", help="torch device (cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -144,6 +153,56 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="cpu", help="torch device (cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
+
+
+def _eps_list(text: str) -> list[float]:
+    """argparse type: ``"0,0.05,0.1"`` → budgets, each finite and >= 0."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated budgets >= 0, got {text!r}")
+    return sorted(set(values))
+
+
+def _add_certify(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "certify", help="certified and attacked AUROC of a saved model",
+        description="Certified AUROC (a lower bound under any l2 attack of budget eps) and the "
+        "AUROC under an l2 PGD attack, normal rows against anomalous rows. Budgets are l2 norms "
+        "in raw feature units (--space raw, default) or standardised units.",
+    )
+    p.add_argument("model", metavar="DIR", help="model directory written by 'ocsdf fit'")
+    p.add_argument("normal", help="normal rows (.csv, .npz, .parquet)")
+    p.add_argument("anomalous", help="anomalous rows")
+    p.add_argument("--eps", type=_eps_list, default=[0.0, 0.05, 0.1, 0.2, 0.5],
+                   help="l2 budgets (0,0.05,0.1,0.2,0.5)")
+    p.add_argument("--space", choices=("raw", "standardized"), default="raw",
+                   help="units of eps: raw feature units or standardised units (raw)")
+    p.add_argument("--columns", type=_column_list, metavar="A,B,...", help="columns to use")
+    p.add_argument("--png", default="robustness.png", help="plot to write (robustness.png)")
+    p.add_argument("--no-attack", action="store_true", help="skip the PGD attack")
+    p.add_argument("--attack-steps", type=_positive_int, default=50,
+                   help="PGD iterations per restart (50; step 0.025 eps)")
+    p.add_argument("--restarts", type=_positive_int, default=3, help="PGD restarts (3)")
+    p.add_argument("-o", "--output", metavar="CSV", help="also write the table as CSV")
+    p.set_defaults(func=cmd_certify)
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "data", help="write a one-class split of a built-in or benchmark data set as CSV",
+        description="Write train.csv (normal rows), test_normal.csv and test_anomalous.csv for "
+        "an ADBench set (half the normal rows to train, raw units; needs the data folder) or a "
+        "2-D toy set (uniform anomalies in the ball of radius 5, standardised units).",
+    )
+    p.add_argument("name", help="ADBench short name (e.g. breastw, cardio) or a toy set (moons)")
+    p.add_argument("--out-dir", required=True, help="folder to write the three CSV files to")
+    p.add_argument("--seed", type=int, default=0, help="split seed (0)")
+    p.add_argument("--data-dir", help="benchmark data folder (default: $OCSDF_DATA_DIR or "
+                   "../shared/data)")
+    p.set_defaults(func=cmd_data)
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -185,7 +244,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     model = OCSDF(
         width=args.width, depth=args.depth, margin=args.margin, n_steps=args.steps,
         contamination=args.contamination, random_state=args.seed, device=args.device,
-        verbose=not args.quiet,
+        verbose=not args.quiet, domain=args.domain, domain_size=args.domain_size,
+        standardize=args.domain != "unit", fpr=None if args.fpr == "auto" else args.fpr,
     )
     data = pd.DataFrame(X, columns=names) if table.has_header else X
     start = time.perf_counter()
@@ -207,7 +267,10 @@ def _print_fit_summary(model, X: np.ndarray, names: list[str], path: Path, secon
     print(f"features: {_short_list(names)}")
     print(f"margin m = {model.margin_:.4g} (standardised units, {margin_kind})")
     print(f"L = {model.lipschitz_:.4f} (l2, standardised units)")
-    if model.contamination != "auto":
+    if model.fpr is not None:
+        print(f"threshold offset = {model.offset_:.4g} (target false-positive rate "
+              f"{model.fpr:g}, calibrated on {len(model.calibration_scores_)} held-out rows)")
+    elif model.contamination != "auto":
         print(f"threshold offset = {model.offset_:.4g} (contamination {model.contamination:g})")
     print(f"saved model to {saved}")
 
@@ -221,9 +284,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     model = OCSDF.load(args.model)
     X = _read_for_model(model, args.data, args.columns, args.model)
-    model_names = getattr(model, "feature_names_in_", None)
-    data = pd.DataFrame(X, columns=list(model_names)) if model_names is not None else X
-    score = model.score_samples(data)
+    score = model.score_samples(_as_model_input(model, X))
     decision = score - model.offset_
     label = np.where(decision >= 0, 1, -1)
     out = pd.DataFrame({"score": score, "decision": decision, "label": label})
@@ -270,6 +331,14 @@ def _read_for_model(model, path: str, columns: Sequence[str] | None, model_dir: 
         )
     _check_finite(X, names, table.path)
     return X
+
+
+def _as_model_input(model, X: np.ndarray):
+    """``X`` as a DataFrame with the model's feature names when it was fitted with names."""
+    import pandas as pd
+
+    names = getattr(model, "feature_names_in_", None)
+    return pd.DataFrame(X, columns=list(names)) if names is not None else X
 
 
 @contextlib.contextmanager
@@ -323,6 +392,61 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"L = {model.lipschitz_:.4f} (l2, standardised units)")
     print(f"fit time: {seconds:.1f} s ({args.steps} steps)")
     print(f"wrote {png}")
+    return 0
+
+
+def cmd_certify(args: argparse.Namespace) -> int:
+    """``ocsdf certify``: print (eps, certified AUROC, empirical AUROC), write PNG. Returns 0."""
+    import pandas as pd
+
+    from .certify import empirical_auroc_under_attack, lipschitz_in
+    from .estimator import OCSDF
+    from .io import write_csv_atomic
+    from .plot import robustness_plot
+
+    model = OCSDF.load(args.model)
+    xn = _read_for_model(model, args.normal, args.columns, args.model)
+    xa = _read_for_model(model, args.anomalous, args.columns, args.model)
+    eps = np.asarray(args.eps)
+    units = "raw feature units" if args.space == "raw" else "standardised units"
+    cert = model.certified_auroc(_as_model_input(model, xn), _as_model_input(model, xa), eps,
+                                 space=args.space)
+    emp = None
+    if not args.no_attack:
+        emp = empirical_auroc_under_attack(model, xn, xa, eps, space=args.space,
+                                           n_iter=args.attack_steps, restarts=args.restarts)
+    table = pd.DataFrame({"eps": eps, "certified_auroc": cert})
+    if emp is not None:
+        table["empirical_auroc"] = emp
+    print(f"{len(xn)} normal rows vs {len(xa)} anomalous rows; eps = l2 budget in {units}; "
+          f"L = {lipschitz_in(model, args.space):.4g} (sound Lipschitz bound, same units)")
+    print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    with _writing(args.png):
+        png = robustness_plot(eps, cert, emp, args.png, units, title=f"{args.model}")
+    print(f"wrote {png}")
+    if args.output:
+        with _writing(args.output):
+            write_csv_atomic(table, args.output, header=True)
+        print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """``ocsdf data``: write the one-class split of a named data set as three CSVs."""
+    import pandas as pd
+
+    from .data import oc_split
+    from .io import write_csv_atomic
+
+    parts = oc_split(args.name, seed=args.seed, data_dir=args.data_dir)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [f"x{j}" for j in range(parts[0].shape[1])]
+    for fname, x in zip(("train", "test_normal", "test_anomalous"), parts):
+        with _writing(out / f"{fname}.csv"):
+            write_csv_atomic(pd.DataFrame(x, columns=names), out / f"{fname}.csv", header=True)
+    print(f"wrote {out}/train.csv ({len(parts[0])} rows), test_normal.csv ({len(parts[1])}), "
+          f"test_anomalous.csv ({len(parts[2])}); {len(names)} features")
     return 0
 
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["TOY_DATASETS", "make_toy", "find_data_dir", "load_adbench", "ADBENCH_FILES"]
+__all__ = ["TOY_DATASETS", "make_toy", "find_data_dir", "load_adbench", "ADBENCH_FILES", "oc_split"]
 
 TOY_DATASETS = ("moons", "one-cloud", "two-clouds", "two-blobs", "blob-cloud", "circles")
 
@@ -115,3 +115,31 @@ def load_adbench(
         raise FileNotFoundError(f"ADBench file not found: {f}")
     with np.load(f, allow_pickle=False) as npz:
         return npz["X"].astype(np.float64), npz["y"].astype(int).ravel()
+
+
+def oc_split(
+    name: str, seed: int = 0, data_dir: str | os.PathLike | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-class split of a named data set: (train normal, test normal, test anomalous).
+
+    ADBench sets: a random half of the normal rows to train on, the other half and all
+    anomalies to test (the paper's OC protocol), raw units. Toy sets (:data:`TOY_DATASETS`):
+    1000 training and 1000 held-out points (standardised units) and 1000 anomalies uniform in the
+    ball of radius 5.
+    """
+    rng = np.random.default_rng(seed)
+    if name in TOY_DATASETS:
+        import torch
+
+        from .domain import Ball
+
+        x = make_toy(name, n=2000, seed=seed)
+        idx = rng.permutation(len(x))
+        gen = torch.Generator().manual_seed(seed + 1)
+        anomalies = Ball(5.0).sample(1000, 2, gen).double().numpy()
+        return x[idx[:1000]], x[idx[1000:]], anomalies
+    X, y = load_adbench(name, data_dir)
+    normal = X[y == 0]
+    idx = rng.permutation(len(normal))
+    half = len(normal) // 2
+    return normal[idx[:half]], normal[idx[half:]], X[y == 1]

@@ -23,7 +23,8 @@ _SCORE_BATCH = 65536
 
 
 def label_free_margin(z: np.ndarray, factor: float = 0.05, seed: int = 0) -> float:
-    """Margin ``m`` chosen without labels: ``factor`` x the median nearest-neighbour distance.
+    """Margin ``m`` chosen without labels: ``factor`` x the median nearest-neighbour distance
+    (over rows whose nearest neighbour is not an exact duplicate).
 
     Parameters
     ----------
@@ -40,7 +41,10 @@ def label_free_margin(z: np.ndarray, factor: float = 0.05, seed: int = 0) -> flo
     if len(z) > 2000:
         z = z[rng.choice(len(z), 2000, replace=False)]
     dist, _ = NearestNeighbors(n_neighbors=2).fit(z).kneighbors(z)
-    median = float(np.median(dist[:, 1]))
+    # Duplicate rows (common with integer features) have distance 0 and say nothing of the
+    # data's scale: leave them out.
+    nonzero = dist[:, 1][dist[:, 1] > 1e-12]
+    median = float(np.median(nonzero)) if nonzero.size else 0.0
     return float(np.clip(factor * median, 0.005, 1.0))
 
 
@@ -106,7 +110,14 @@ class OCSDF(OutlierMixin, BaseEstimator):
         Standardise each feature (mean 0, std 1; constant columns are centred only).
     contamination : "auto" or float in (0, 0.5], default "auto"
         "auto": ``offset_ = 0``, the learned boundary ``f = 0``. A float: ``offset_`` is that
-        quantile of the training scores, as in IsolationForest.
+        quantile of the training scores, as in IsolationForest. Ignored when ``fpr`` is set.
+    fpr : float in (0, 1) or None, default None
+        Target false-positive rate: hold out a calibration split of the training rows and set
+        ``offset_`` so that a new normal row is flagged with probability at most ``fpr``
+        (split-conformal guarantee: exchangeable normal data, marginal over calibration sets).
+    calibration_size : float in (0, 0.5] or "auto", default "auto"
+        Fraction of the training rows held out for calibration (not used to train). "auto":
+        0.2 when ``fpr`` is set, otherwise no split (then ``predict_pvalue`` is unavailable).
     random_state : int, RandomState or None, default None
         Seeds the initial weights, the negatives and the batches.
     device : str, default "cpu"
@@ -127,6 +138,8 @@ class OCSDF(OutlierMixin, BaseEstimator):
         The margin used.
     offset_ : float
         ``decision_function = score_samples - offset_``.
+    calibration_scores_ : ndarray, shape (n_calibration,)
+        Sorted scores of the held-out calibration rows (only with a calibration split).
     mean_, scale_ : ndarray, shape (n_features,)
         Standardisation: ``z = (x - mean_) / scale_``.
     history_ : TrainHistory
@@ -177,6 +190,8 @@ class OCSDF(OutlierMixin, BaseEstimator):
         domain_size: float = 5.0,
         standardize: bool = True,
         contamination: float | str = "auto",
+        fpr: float | None = None,
+        calibration_size: float | str = "auto",
         random_state=None,
         device: str = "cpu",
         verbose: bool = False,
@@ -195,6 +210,8 @@ class OCSDF(OutlierMixin, BaseEstimator):
         self.domain_size = domain_size
         self.standardize = standardize
         self.contamination = contamination
+        self.fpr = fpr
+        self.calibration_size = calibration_size
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
@@ -223,6 +240,15 @@ class OCSDF(OutlierMixin, BaseEstimator):
             raise ValueError(
                 f"contamination must be 'auto' or a float in (0, 0.5], got {self.contamination!r}"
             )
+        if self.fpr is not None and not (isinstance(self.fpr, numbers.Real) and 0 < self.fpr < 1):
+            raise ValueError(f"fpr must be None or a float in (0, 1), got {self.fpr!r}")
+        if self.calibration_size != "auto" and not (
+            isinstance(self.calibration_size, numbers.Real) and 0 < self.calibration_size <= 0.5
+        ):
+            raise ValueError(
+                "calibration_size must be 'auto' or a float in (0, 0.5], "
+                f"got {self.calibration_size!r}"
+            )
         if self.activation not in ("groupsort2", "fullsort"):
             raise ValueError(
                 f"activation must be 'groupsort2' or 'fullsort', got {self.activation!r}"
@@ -249,10 +275,11 @@ class OCSDF(OutlierMixin, BaseEstimator):
         self._validate_params()
         X = _check_X(self, X, reset=True)
         device = _torch_device(self.device)
+        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
+        X, X_cal = self._calibration_split(X, seed)
         std = Standardizer.fit(X, enabled=self.standardize)
         self.mean_, self.scale_ = std.mean, std.scale
         z = std.transform(X)
-        seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         self.margin_ = (
             label_free_margin(z, seed=seed) if self.margin == "auto" else float(self.margin)
         )
@@ -275,11 +302,33 @@ class OCSDF(OutlierMixin, BaseEstimator):
             model, zt, self._domain(), config, progress=bool(self.verbose)
         )
         self._set_model(model)
-        if self.contamination == "auto":
+        if X_cal is not None:
+            self.calibration_scores_ = np.sort(self._score_array(X_cal))
+        elif hasattr(self, "calibration_scores_"):
+            del self.calibration_scores_
+        if self.fpr is not None:
+            self.offset_ = conformal_threshold(self.calibration_scores_, float(self.fpr))
+        elif self.contamination == "auto":
             self.offset_ = 0.0
         else:
             self.offset_ = float(np.percentile(self._score_array(X), 100.0 * self.contamination))
         return self
+
+    def _calibration_split(self, X: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """(rows to train on, calibration rows or None), split at random with ``seed``."""
+        size = self.calibration_size
+        if size == "auto":
+            size = 0.2 if self.fpr is not None else 0.0
+        n_cal = int(round(size * len(X)))
+        if size == 0:
+            return X, None
+        if n_cal < 1 or len(X) - n_cal < 2:
+            raise InputError(
+                f"a calibration split of {size:g} of {len(X)} rows leaves too few rows; "
+                "give more rows or a different calibration_size"
+            )
+        idx = np.random.default_rng(seed).permutation(len(X))
+        return X[idx[n_cal:]], X[idx[:n_cal]]
 
     def _domain(self):
         return make_domain(self.domain, self.domain_size)
@@ -336,9 +385,51 @@ class OCSDF(OutlierMixin, BaseEstimator):
         """``score_samples(X) - offset_``: > 0 for inliers, < 0 for outliers. Shape (n_samples,)."""
         return self.score_samples(X) - self.offset_
 
-    def predict(self, X) -> np.ndarray:
-        """+1 for inliers (``decision_function >= 0``), -1 for outliers. Shape (n_samples,)."""
-        return np.where(self.decision_function(X) >= 0, 1, -1)
+    def predict(self, X, alpha: float | None = None) -> np.ndarray:
+        """+1 for inliers, -1 for outliers. Shape (n_samples,).
+
+        Without ``alpha``: -1 where ``decision_function < 0``. With ``alpha`` (needs a
+        calibration split): -1 where the conformal p-value is ``<= alpha``, which flags a new
+        normal row with probability at most ``alpha``.
+        """
+        if alpha is None:
+            return np.where(self.decision_function(X) >= 0, 1, -1)
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+        return np.where(self.predict_pvalue(X) > alpha, 1, -1)
+
+    def predict_pvalue(self, X) -> np.ndarray:
+        """Split-conformal p-value of each row, shape (n_samples,), in (0, 1].
+
+        ``(1 + #{calibration scores <= s(x)}) / (n_calibration + 1)``: small = anomalous. For a
+        new row exchangeable with the normal training rows, ``P(p <= a) <= a`` for every ``a``
+        whatever the model (a marginal guarantee, over the draw of the calibration set and the
+        row; it does not hold under drift or for rows that are not exchangeable with them).
+        """
+        return conformal_pvalues(self._require_calibration(), self.score_samples(X))
+
+    def certified_pvalue_interval(self, X, eps, space: str = "raw"
+                                  ) -> tuple[np.ndarray, np.ndarray]:
+        """Range of each row's p-value under any l2 perturbation of norm ``<= eps``.
+
+        Returns ``(low, high)``, each shape (n_samples,): the p-values of ``f(x) - L eps`` and
+        ``f(x) + L eps`` with ``L`` the sound bound in ``space`` ("raw" or "standardized").
+        Since the p-value is non-decreasing in the score, no such perturbation moves it outside.
+        """
+        from .certify import lipschitz_in
+
+        cal = self._require_calibration()
+        s = self.score_samples(X)
+        shift = lipschitz_in(self, space) * float(eps)
+        return conformal_pvalues(cal, s - shift), conformal_pvalues(cal, s + shift)
+
+    def _require_calibration(self) -> np.ndarray:
+        check_is_fitted(self, "net_")
+        if not hasattr(self, "calibration_scores_"):
+            raise ValueError(
+                "p-values need a calibration split: fit with fpr=... or calibration_size=..."
+            )
+        return self.calibration_scores_
 
     # ------------------------------------------------------------------ certificates
     def certified_radius(self, X, space: str = "raw") -> np.ndarray:
@@ -380,6 +471,26 @@ class OCSDF(OutlierMixin, BaseEstimator):
         from .persistence import load_model
 
         return load_model(path)
+
+
+def conformal_pvalues(calibration_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Split-conformal p-values ``(1 + #{c <= s}) / (n + 1)`` for sorted calibration scores
+    ``c`` (shape (n,)) and scores ``s`` (higher = more normal); shape of ``scores``."""
+    cal = np.asarray(calibration_scores)
+    counts = np.searchsorted(cal, np.asarray(scores), side="right")
+    return (1.0 + counts) / (len(cal) + 1.0)
+
+
+def conformal_threshold(calibration_scores: np.ndarray, fpr: float) -> float:
+    """Offset ``t`` such that flagging ``score < t`` has false-positive rate ``<= fpr``.
+
+    With sorted calibration scores ``c_1 <= ... <= c_n`` and ``k = floor(fpr (n + 1))``,
+    ``t = c_k`` (``-inf`` if ``k = 0``): a new exchangeable normal row falls below ``c_k`` with
+    probability at most ``k / (n + 1) <= fpr``.
+    """
+    cal = np.asarray(calibration_scores)
+    k = int(np.floor(fpr * (len(cal) + 1) + 1e-9))
+    return float(cal[k - 1]) if k >= 1 else float("-inf")
 
 
 def _torch_device(device: str) -> torch.device:

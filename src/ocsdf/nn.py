@@ -5,9 +5,9 @@ matrix with the Cayley transform ``Q = (I + A)^{-1} (I - A)`` of the skew-symmet
 ``A = P - P^T`` (upper triangle of ``P``). ``Q`` is exactly orthogonal in real arithmetic; a
 rectangular ``out x in`` weight is the top-left block of the ``n x n`` matrix,
 ``n = max(in, out)``, so it has orthonormal rows or columns. We chose Cayley over Björck
-orthogonalisation and the matrix exponential by measurement (512 x 512, forward + backward on 2
-CPU cores: Cayley 13 ms, Björck with 15 iterations 156 ms and still far from orthogonal from a
-random start, ``matrix_exp`` 181 ms); see ``docs/results/speed.md``.
+orthogonalisation and the matrix exponential by measurement (512 x 512, forward + backward, one
+thread: Björck with 15 iterations about 11 times slower than Cayley and still far from orthogonal
+from a random start, ``matrix_exp`` about 16 times slower); see ``docs/results/speed.md``.
 
 The constraint is a training-time reparametrisation only: :func:`export` freezes the weights
 into plain :class:`torch.nn.Linear` layers, and :func:`lipschitz_bound` computes a sound upper
@@ -52,8 +52,9 @@ def cayley_orthogonal(param: torch.Tensor, out_features: int, in_features: int) 
     upper = param.triu(1)
     skew = upper - upper.transpose(0, 1)
     eye = torch.eye(param.shape[0], dtype=param.dtype, device=param.device)
-    q = torch.linalg.solve(eye + skew, eye - skew)
-    return q[:out_features, :in_features]
+    # Only the first in_features columns of Q are used: solve for those alone.
+    q = torch.linalg.solve(eye + skew, (eye - skew)[:, :in_features])
+    return q[:out_features]
 
 
 class CayleyLinear(nn.Module):
@@ -132,9 +133,6 @@ class GroupSort(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.group_size is None:
             return torch.sort(x, dim=-1, descending=True).values
-        if self.group_size == 2:
-            a, b = x[..., 0::2], x[..., 1::2]
-            return torch.stack((torch.maximum(a, b), torch.minimum(a, b)), dim=-1).flatten(-2)
         shape = x.shape
         grouped = x.reshape(*shape[:-1], shape[-1] // self.group_size, self.group_size)
         return torch.sort(grouped, dim=-1, descending=True).values.reshape(shape)

@@ -45,6 +45,9 @@ def save_model(model: OCSDF, path: str | Path) -> Path:
         "margin": model.margin_,
         "lipschitz": model.lipschitz_,
         "n_features_in": int(model.n_features_in_),
+        "calibration_scores": (
+            model.calibration_scores_.tolist() if hasattr(model, "calibration_scores_") else None
+        ),
         "feature_names_in": (
             [str(c) for c in model.feature_names_in_]
             if hasattr(model, "feature_names_in_") else None
@@ -104,6 +107,8 @@ def load_model(path: str | Path) -> OCSDF:
         model.offset_ = float(fitted["offset"])
         model.margin_ = float(fitted["margin"])
         model.n_features_in_ = int(fitted["n_features_in"])
+        if fitted.get("calibration_scores") is not None:
+            model.calibration_scores_ = np.asarray(fitted["calibration_scores"], dtype=np.float64)
         if fitted.get("feature_names_in") is not None:
             model.feature_names_in_ = np.asarray(fitted["feature_names_in"], dtype=object)
     except (KeyError, TypeError, ValueError) as err:

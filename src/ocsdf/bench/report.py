@@ -46,6 +46,7 @@ def write_table(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     df = pd.DataFrame(list(rows))
+    df = df.astype(object).where(df.notna(), None)  # missing values: empty cells, JSON null
     info = machine_info()
     command = command or "ocsdf " + " ".join(sys.argv[1:])
     md = [f"# {title or name}", "", f"Command: `{command}`", "",
@@ -54,7 +55,8 @@ def write_table(
           f"Date: {info['date']}.", ""]
     if notes:
         md += [notes.strip(), ""]
-    md.append(df.to_markdown(index=False, floatfmt=".4g") if len(df) else "(no rows)")
+    table = df.to_markdown(index=False, floatfmt=".4g", missingval="") if len(df) else "(no rows)"
+    md.append(table)
     md.append("")
     (out / f"{name}.md").write_text("\n".join(md))
     df.to_csv(out / f"{name}.csv", index=False)

@@ -1,0 +1,489 @@
+"""``ocsdf bench speed``: what our parametrisation costs and saves, measured in one process.
+
+Three studies, all timed with :func:`time.perf_counter` on the same machine and in the same
+process (so the ratios compare like with like even when absolute times drift):
+
+1. **Training step** on the paper's 2-D toy configuration (two moons, 2 -> 512 x 4 -> 1,
+   GroupSort2, batch 256, ``T = 4`` Newton–Raphson steps, HKR loss ``lambda = 100``,
+   ``m = 0.05``, RMSprop, ball domain of radius 5). *Ours* is :func:`ocsdf.training.train`,
+   which orthogonalises the weights once per step and reuses them for the ``T`` sampling passes
+   and the loss. The *torchlip* baseline is the straightforward loop with deel-torchlip layers
+   (``SpectralLinear``: power iteration + Björck; ``GroupSort2``; ``FrobeniusLinear`` head):
+   every forward pass, the ``T`` sampling passes included, recomputes the constrained weights.
+   Both models are then bounded from their actual weights (product of exact float64 spectral
+   norms), which shows how orthogonal each really is.
+2. **Orthogonalisation micro-benchmark** of one ``n x n`` weight (forward + backward) by the
+   Cayley transform, 15 Björck iterations and ``torch.matrix_exp`` of a skew matrix, with the
+   extreme singular values each gives from the same random start.
+3. **Scoring throughput** of the parametrised network (which re-solves the Cayley systems at
+   every call) and of its :func:`ocsdf.nn.export` (plain ``nn.Linear`` layers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from ..data import make_toy
+from ..domain import Ball
+from ..loss import hkr_loss
+from ..nn import cayley_orthogonal, export, lipschitz_bound, make_mlp
+from ..sampling import newton_raphson_negatives
+from ..training import TrainConfig, train
+from .report import write_table
+
+__all__ = ["speed_benchmark", "register", "run"]
+
+_MARGIN = 0.05
+_LAM = 100.0
+# 1e-4, not TrainConfig's 1e-3: torch's RMSprop makes a first update of about 10 x lr per entry,
+# which at 1e-3 takes torchlip's hidden weights to a spectral norm near 3; one power iteration
+# then under-normalises them, Björck diverges and the network turns NaN (after which Björck
+# stops after one iteration, so its steps would look cheap). The learning rate does not change
+# the cost of our step.
+_LR = 1e-4
+_RADIUS = 5.0
+_N_TOY = 2000
+_WARMUP_STEPS = 2
+_ROUNDS = 4
+_SCORE_BATCH = 65_536
+_TORCHLIP_MISSING = "deel-torchlip not installed (pip install --no-deps deel-torchlip)"
+
+
+def _row(measurement: str, variant: str, value: float | None, unit: str,
+         ratio: float | None = None, note: str = "") -> dict:
+    return {"measurement": measurement, "variant": variant, "value": value, "unit": unit,
+            "ratio_vs_reference": ratio, "note": note}
+
+
+def _near_one(value: float | None) -> str:
+    """``value`` written as ``1 +- deviation`` (the table's 4 significant digits would hide it)."""
+    if value is None:
+        return ""
+    dev = value - 1.0
+    return f"= 1 {'+' if dev >= 0 else '-'} {abs(dev):.2e}"
+
+
+def _singular_values(w: torch.Tensor) -> torch.Tensor:
+    """All singular values of ``w`` by float64 SVD of the stored values."""
+    return torch.linalg.svdvals(w.detach().to("cpu", torch.float64))
+
+
+# --------------------------------------------------------------------------- training step
+
+
+def _ours_stepper(x: torch.Tensor, width: int, depth: int, batch_size: int,
+                  n_newton_steps: int, seed: int) -> tuple[Callable[[int], None], nn.Module]:
+    """Our model and a function running ``k`` steps of :func:`ocsdf.training.train` on it."""
+    torch.manual_seed(seed)
+    model = make_mlp(x.shape[1], width, depth, "groupsort2")
+    domain = Ball(_RADIUS)
+    calls = [0]
+
+    def steps(k: int) -> None:
+        calls[0] += 1
+        config = TrainConfig(n_steps=k, warmup_steps=0, batch_size=batch_size,
+                             n_newton_steps=n_newton_steps, margin=_MARGIN, lam=_LAM, lr=_LR,
+                             optimizer="rmsprop", seed=seed + calls[0])
+        train(model, x, domain, config)
+
+    return steps, model
+
+
+def _torchlip_model(in_features: int, width: int, depth: int) -> nn.Module:
+    """The same architecture from deel-torchlip layers (raises ImportError if absent)."""
+    from deel import torchlip
+
+    layers: list[nn.Module] = []
+    sizes = [in_features] + [width] * depth
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
+        layers += [torchlip.SpectralLinear(a, b), torchlip.GroupSort2()]
+    layers.append(torchlip.FrobeniusLinear(width, 1))
+    return torchlip.Sequential(*layers)
+
+
+def _torchlip_stepper(x: torch.Tensor, width: int, depth: int, batch_size: int,
+                      n_newton_steps: int, seed: int) -> tuple[Callable[[int], None], nn.Module]:
+    """The torchlip model and a function running ``k`` steps of the straightforward loop.
+
+    Raises ImportError when deel-torchlip is not installed.
+    """
+    torch.manual_seed(seed)
+    model = _torchlip_model(x.shape[1], width, depth)
+    model.train()
+    domain = Ball(_RADIUS)
+    opt = torch.optim.RMSprop(model.parameters(), lr=_LR)
+    gen = torch.Generator().manual_seed(seed)
+    n, d = x.shape
+
+    def score(z: torch.Tensor) -> torch.Tensor:
+        # Every call goes through the parametrised torchlip layers: power iteration + Björck.
+        return model(z).squeeze(-1)
+
+    def steps(k: int) -> None:
+        for _ in range(k):
+            neg = newton_raphson_negatives(score, domain, batch_size, d, n_newton_steps,
+                                           _MARGIN, gen)
+            pos = x[torch.randint(n, (batch_size,), generator=gen)]
+            scores = score(torch.cat((pos, neg)))
+            loss = hkr_loss(scores[:batch_size], scores[batch_size:], _MARGIN, _LAM)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    return steps, model
+
+
+def _bjorck_iterations(layer: nn.Module, eps: float = 1e-3, max_iter: int = 15) -> int:
+    """Björck iterations torchlip's stopping rule (``||W_k+1 - W_k||_F < eps``) needs now.
+
+    Counted on the layer's spectrally normalised weight (the input of its Björck step), with
+    ``W <- 1.5 W - 0.5 W W^T W``.
+    """
+    plist = layer.parametrizations.weight
+    with torch.no_grad():
+        w = plist[0](plist.original)
+        for k in range(1, max_iter + 1):
+            nxt = 1.5 * w - 0.5 * (w @ (w.transpose(0, 1) @ w))
+            if float((nxt - w).norm()) < eps:
+                return k
+            w = nxt
+    return max_iter
+
+
+def _timed(fn: Callable[[int], None], k: int) -> float:
+    t0 = time.perf_counter()
+    fn(k)
+    return time.perf_counter() - t0
+
+
+def _linear_weights(model: nn.Module) -> list[torch.Tensor]:
+    """Weights of the ``nn.Linear`` layers of a plain (exported) network, in order."""
+    return [m.weight for m in model.modules() if isinstance(m, nn.Linear)]
+
+
+def _training_rows(n_steps: int, width: int, depth: int, batch_size: int, n_newton_steps: int,
+                   seed: int, include_torchlip: bool) -> tuple[list[dict], nn.Module]:
+    x = torch.as_tensor(make_toy("moons", _N_TOY, seed), dtype=torch.float32)
+    ours_steps, ours = _ours_stepper(x, width, depth, batch_size, n_newton_steps, seed)
+    tl_steps = tl = None
+    missing = ""
+    if include_torchlip:
+        try:
+            tl_steps, tl = _torchlip_stepper(x, width, depth, batch_size, n_newton_steps, seed)
+        except ImportError:
+            missing = _TORCHLIP_MISSING
+    # Warm-up, then alternate chunks of steps so that both variants see the same machine load.
+    ours_steps(_WARMUP_STEPS)
+    if tl_steps is not None:
+        tl_steps(_WARMUP_STEPS)
+    n_rounds = min(_ROUNDS, n_steps)
+    chunks = [n_steps // n_rounds + (i < n_steps % n_rounds) for i in range(n_rounds)]
+    sec_ours = sec_tl = 0.0
+    for k in chunks:
+        sec_ours += _timed(ours_steps, k)
+        if tl_steps is not None:
+            sec_tl += _timed(tl_steps, k)
+    sec_ours /= n_steps
+    sec_tl /= n_steps
+
+    config = (f"2 -> {width} x {depth} -> 1, GroupSort2, batch {batch_size}, "
+              f"T = {n_newton_steps}, RMSprop lr {_LR:g}; {n_steps} timed steps after "
+              f"{_WARMUP_STEPS}, "
+              f"in {n_rounds} rounds alternating with the baseline")
+    ours_w = ours.weights()
+    rows = [_row("training step", "ours (ocsdf.training.train)", 1e3 * sec_ours, "ms/step", 1.0,
+                 f"{config}; weights orthogonalised once per step")]
+    bound = lipschitz_bound(ours)
+    smallest = min(float(_singular_values(w).min()) for w in ours_w[:-1])
+    lip_rows = [_row("Lipschitz bound after training", "ours (Cayley)", bound, "", None,
+                     f"{_near_one(bound)}; lipschitz_bound (float64 spectral norms)")]
+    min_rows = [_row("smallest singular value of hidden weights", "ours (Cayley)", smallest, "",
+                     None, f"{_near_one(smallest)}; 1 for an exactly orthogonal weight")]
+    if missing:
+        for group, name in ((rows, "training step"), (lip_rows, "Lipschitz bound after training"),
+                            (min_rows, "smallest singular value of hidden weights")):
+            group.append(_row(name, "deel-torchlip", None, "", None, missing))
+    elif tl is not None:
+        tl.eval()
+        tl_w = _linear_weights(tl.vanilla_export())
+        finite = all(bool(torch.isfinite(w).all()) for w in tl_w)
+        diverged = "" if finite else "; DIVERGED: its weights are NaN, so the timing is invalid"
+        tl_bound = math.prod(float(_singular_values(w).max()) for w in tl_w) if finite else None
+        tl_min = min(float(_singular_values(w).min()) for w in tl_w[:-1]) if finite else None
+        iters = [_bjorck_iterations(m) for m in tl.modules()
+                 if hasattr(m, "parametrizations") and len(m.parametrizations.weight) == 2
+                 and m.in_features == m.out_features]
+        rows.append(_row(
+            "training step", "deel-torchlip straightforward loop", 1e3 * sec_tl, "ms/step",
+            sec_tl / sec_ours,
+            f"same config; SpectralLinear (power iteration + Björck) recomputed at each of "
+            f"the {n_newton_steps + 1} forward passes per step; Björck iterations its stopping "
+            f"rule needs at the end, per square hidden layer: {iters}; ratio = torchlip / ours"
+            f"{diverged}"))
+        lip_rows.append(_row("Lipschitz bound after training", "deel-torchlip (Björck)",
+                             tl_bound, "", None,
+                             f"{_near_one(tl_bound)}; float64 spectral norms of its "
+                             f"vanilla_export weights{diverged}"))
+        min_rows.append(_row("smallest singular value of hidden weights", "deel-torchlip (Björck)",
+                             tl_min, "", None,
+                             f"{_near_one(tl_min)}; Björck stopped by its tolerance{diverged}"))
+    return rows + lip_rows + min_rows, ours
+
+
+# ------------------------------------------------------------------ orthogonalisation micro
+
+
+def _bjorck(p: torch.Tensor, iterations: int = 15) -> torch.Tensor:
+    """Björck orthogonalisation ``W <- 1.5 W - 0.5 W W^T W`` after Frobenius normalisation."""
+    w = p / p.norm()
+    for _ in range(iterations):
+        w = 1.5 * w - 0.5 * (w @ (w.transpose(0, 1) @ w))
+    return w
+
+
+def _expm_skew(p: torch.Tensor) -> torch.Tensor:
+    """``exp(A)`` of the skew matrix ``A = triu(P, 1) - triu(P, 1)^T`` (orthogonal)."""
+    upper = p.triu(1)
+    return torch.matrix_exp(upper - upper.transpose(0, 1))
+
+
+def _orthogonalisation_rows(size: int, repeats: int, seed: int) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    start = torch.randn(size, size, generator=gen) / math.sqrt(size)
+    probe = torch.randn(size, size, generator=gen)
+    methods: list[tuple[str, Callable[[torch.Tensor], torch.Tensor], str]] = [
+        ("Cayley (cayley_orthogonal)", lambda p: cayley_orthogonal(p, size, size),
+         "one linear solve; ours"),
+        ("Björck, 15 iterations", _bjorck, "after Frobenius normalisation"),
+        ("matrix_exp of skew", _expm_skew, "torch.matrix_exp"),
+    ]
+    params = {name: start.clone().requires_grad_(True) for name, _, _ in methods}
+    samples: dict[str, list[float]] = {name: [] for name, _, _ in methods}
+    outputs: dict[str, torch.Tensor] = {}
+    # Round robin over the methods (the first round is a warm-up) so that they share the load.
+    for i in range(repeats + 1):
+        for name, fn, _ in methods:
+            p = params[name]
+            p.grad = None
+            t0 = time.perf_counter()
+            q = fn(p)
+            (q * probe).sum().backward()
+            if i:
+                samples[name].append(time.perf_counter() - t0)
+            outputs[name] = q.detach()
+    times = {name: statistics.median(v) for name, v in samples.items()}
+    sv = {}
+    for name, q in outputs.items():
+        s = _singular_values(q)
+        sv[name] = (float(s.max()), float(s.min()))
+    ref = methods[0][0]
+    label = f"orthogonalise {size}x{size}, forward + backward"
+    rows = [_row(label, name, 1e3 * times[name], "ms", times[name] / times[ref],
+                 f"{note}; median of {repeats}") for name, _, note in methods]
+    rows += [_row(f"largest singular value ({size}x{size})", name, sv[name][0], "", None,
+                  _near_one(sv[name][0])) for name, _, _ in methods]
+    rows += [_row(f"smallest singular value ({size}x{size})", name, sv[name][1], "", None,
+                  _near_one(sv[name][1])) for name, _, _ in methods]
+    return rows
+
+
+# ----------------------------------------------------------------------------- scoring
+
+
+def _scoring_rows(model: nn.Module, n_rows: int, seed: int) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed + 2)
+    x = Ball(_RADIUS).sample(n_rows, model.in_features, gen)
+    model.eval()
+    plain = export(model, torch.float32)
+    sec_param = sec_plain = 0.0
+    out_param, out_plain = [], []
+    with torch.no_grad():
+        model(x[:1024])  # warm-up
+        plain(x[:1024])
+        # Alternate the two networks batch by batch so that they share the machine load.
+        for batch in x.split(_SCORE_BATCH):
+            t0 = time.perf_counter()
+            out_param.append(model(batch))
+            t1 = time.perf_counter()
+            out_plain.append(plain(batch))
+            t2 = time.perf_counter()
+            sec_param += t1 - t0
+            sec_plain += t2 - t1
+    rate_param, rate_plain = n_rows / sec_param, n_rows / sec_plain
+    s_param, s_plain = torch.cat(out_param), torch.cat(out_plain)
+    diff = float((s_param - s_plain).abs().max())
+    label = f"scoring throughput, {n_rows:,} rows of 2-D data"
+    return [
+        _row(label, "parametrised LipschitzMLP.forward", rate_param, "rows/s", 1.0,
+             f"batches of {_SCORE_BATCH:,}, no_grad; Cayley solves redone per batch"),
+        _row(label, "export(model), float32", rate_plain, "rows/s", rate_plain / rate_param,
+             "plain nn.Linear + GroupSort; ratio = exported / parametrised"),
+        _row("max abs score difference, export vs parametrised", "export(model), float32", diff,
+             "score units", None, f"over the same {n_rows:,} rows"),
+    ]
+
+
+# ------------------------------------------------------------------------------- public
+
+
+def speed_benchmark(
+    n_steps: int = 20,
+    n_rows: int = 1_000_000,
+    width: int = 512,
+    depth: int = 4,
+    batch_size: int = 256,
+    n_newton_steps: int = 4,
+    seed: int = 0,
+    include_torchlip: bool = True,
+    ortho_size: int = 512,
+    ortho_repeats: int = 5,
+    threads: int | None = None,
+) -> list[dict]:
+    """Run the three speed studies and return the table rows.
+
+    Parameters
+    ----------
+    n_steps : int
+        Timed training steps per variant (after two warm-up steps).
+    n_rows : int
+        Rows scored in the throughput study.
+    width, depth, batch_size, n_newton_steps : int
+        Network and training configuration (paper: 512, 4, 256, 4).
+    seed : int
+    include_torchlip : bool
+        Time the deel-torchlip baseline too; rows say "not installed" when it is missing.
+    ortho_size, ortho_repeats : int
+        Matrix size and timed repetitions of the orthogonalisation micro-benchmark.
+    threads : int, optional
+        ``torch.set_num_threads`` for the run (restored afterwards); default: leave as is. On a
+        machine shared with other jobs, 1 thread avoids the large, erratic slowdowns of
+        oversubscribed OpenMP threads.
+
+    Returns
+    -------
+    list of dict
+        Rows with keys ``measurement``, ``variant``, ``value``, ``unit``,
+        ``ratio_vs_reference`` and ``note``; the reference of each measurement is its first row.
+    """
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        rows = [_row("torch threads", "torch.get_num_threads()", float(torch.get_num_threads()),
+                     "threads", None, "all timings below in this one process")]
+        train_rows, model = _training_rows(n_steps, width, depth, batch_size, n_newton_steps,
+                                           seed, include_torchlip)
+        rows += train_rows
+        rows += _orthogonalisation_rows(ortho_size, ortho_repeats, seed)
+        rows += _scoring_rows(model, n_rows, seed)
+    finally:
+        torch.set_num_threads(previous)
+    return rows
+
+
+_NOTES = """\
+All rows come from one process (`torch` on CPU, thread count in the first row) and every time
+is a `time.perf_counter` interval. Each `ratio_vs_reference` divides two measurements taken in
+that same process, interleaved (alternating rounds of training steps, round-robin repetitions,
+alternating scoring batches) so that both see the same machine load; the reference of each
+measurement is its first row (ratio 1). The machine has 2 cores and other jobs may have been
+using them during the run, so absolute times are noisy; the ratios are the result to read.
+
+- **training step**: milliseconds per training iteration on the paper's toy configuration
+  (two moons, 2 -> 512 x 4 -> 1, GroupSort2, batch 256, T = 4 Newton–Raphson steps of
+  Algorithm 1, HKR loss with lambda = 100 and m = 0.05, RMSprop, ball of radius 5), after 2
+  warm-up steps. *Ours* is `ocsdf.training.train` (warm-up disabled so every step does T = 4):
+  the Cayley weights are computed once per step and shared by the 4 sampling passes and the
+  loss. *deel-torchlip* is the straightforward loop with its `SpectralLinear` (power iteration +
+  Björck), `GroupSort2` and `FrobeniusLinear` (unit-norm head) layers, the same sampler
+  (`ocsdf.sampling.newton_raphson_negatives`) and the same loss: each of the 5 forward passes of
+  a step recomputes the constrained weights. Its ratio is torchlip time / our time. The learning
+  rate is 1e-4 for both: at 1e-3, torch's RMSprop first update (about 10 x lr per entry) takes
+  torchlip's hidden weights to a spectral norm near 3, one power iteration under-normalises
+  them, Björck diverges and the network becomes NaN (our Cayley layers are unaffected); the
+  learning rate does not change the cost of a step.
+- **Lipschitz bound after training**: product over the layers of the exact spectral norm
+  (float64 SVD) of the weights each trained model really uses (ours: `lipschitz_bound`;
+  torchlip: the weights of its `vanilla_export`). **smallest singular value of hidden weights**:
+  the minimum over the hidden layers, 1 for exactly orthogonal weights. The notes give both as
+  `1 +- deviation`. Deviations of order 1e-6 are float32 rounding. Björck is an iteration
+  stopped by a tolerance (torchlip: `||W_k+1 - W_k||_F < 1e-3`, at most 15 iterations), so it is
+  only as orthogonal as its starting point allows; here it starts each time from a spectrally
+  normalised weight that a few training steps have kept close to orthogonal, and the training
+  row's note gives how many iterations its rule needs at the end. Its inexactness from a poor
+  start shows in the micro-benchmark below.
+- **orthogonalise n x n, forward + backward**: median time to compute one orthogonal matrix from
+  an unconstrained parameter and back-propagate through it, by the Cayley transform (ours), 15
+  Björck iterations after Frobenius normalisation, and `torch.matrix_exp` of a skew matrix. The
+  singular-value rows give the largest and smallest singular value each produces from the same
+  random start (Björck needs a good start, which is why torchlip runs power iteration first).
+- **scoring throughput**: rows per second scored (uniform in the ball, batches of 65,536,
+  `torch.no_grad`) by the parametrised network, which re-solves the Cayley systems on each
+  batch, and by `export(model)` (plain float32 `nn.Linear` layers); the last row is the largest
+  difference between their scores.
+"""
+
+
+def _threads_note(threads: int | None) -> str:
+    if threads is None:
+        return ""
+    return (f"\ntorch was limited to {threads} thread(s) for this run (`--threads {threads}`): "
+            "on a small machine shared with other jobs, more OpenMP threads than free cores make "
+            "times erratic (in trials here, 2 threads under load slowed our training step "
+            "about 20-fold).\n")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``ocsdf bench speed``: run :func:`speed_benchmark` and write ``speed.{md,csv,json}``."""
+    previous = torch.get_num_threads()
+    if args.threads is not None:
+        # For the whole command, so that the machine line of the table reports it too.
+        torch.set_num_threads(args.threads)
+    try:
+        rows = speed_benchmark(n_steps=args.steps, n_rows=args.rows, seed=args.seed,
+                               include_torchlip=not args.no_torchlip)
+        command = "ocsdf bench speed"
+        for flag, value, default in (("--steps", args.steps, 20),
+                                     ("--rows", args.rows, 1_000_000), ("--seed", args.seed, 0),
+                                     ("--threads", args.threads, None)):
+            if value != default:
+                command += f" {flag} {value}"
+        if args.no_torchlip:
+            command += " --no-torchlip"
+        path = write_table(rows, "speed", out_dir=args.out_dir,
+                           title="Speed: training step, orthogonalisation, scoring",
+                           notes=_NOTES + _threads_note(args.threads), command=command)
+    finally:
+        torch.set_num_threads(previous)
+    for row in rows:
+        value = "n/a" if row["value"] is None else f"{row['value']:.4g}"
+        print(f"{row['measurement']:<50} {row['variant']:<38} {value:>12} {row['unit']}")
+    print(f"wrote {path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add the ``speed`` sub-command to ``ocsdf bench``."""
+    parser = subparsers.add_parser(
+        "speed", help="time training steps (ours vs deel-torchlip), orthogonalisation, scoring",
+        description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=20,
+                        help="timed training steps per variant (default 20)")
+    parser.add_argument("--rows", type=int, default=1_000_000,
+                        help="rows scored in the throughput study (default 1,000,000)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for the run (default: torch's own setting)")
+    parser.add_argument("--out-dir", default="docs/results",
+                        help="where speed.md/.csv/.json are written (default docs/results)")
+    parser.add_argument("--no-torchlip", action="store_true",
+                        help="skip the deel-torchlip baseline")
+    parser.set_defaults(func=run)
+    return parser
