@@ -103,7 +103,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="model directory to write")
     p.add_argument("--columns", type=_column_list, metavar="A,B,...",
                    help="columns to use: names or 0-based positions (default: all)")
-    p.add_argument("--steps", type=_positive_int, default=2000, help="training steps (2000)")
+    p.add_argument("--steps", type=_positive_int, default=1000, help="training steps (1000)")
     p.add_argument("--width", type=_positive_int, default=128, help="hidden width, even (128)")
     p.add_argument("--depth", type=_positive_int, default=3, help="hidden layers (3)")
     p.add_argument("--margin", type=_auto_or_float(0.0, math.inf), default="auto",
@@ -422,7 +422,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
           f"L = {lipschitz_in(model, args.space):.4g} (sound Lipschitz bound, same units)")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     with _writing(args.png):
-        png = robustness_plot(eps, cert, emp, args.png, units, title=f"{args.model}")
+        png = robustness_plot(eps, cert, emp, args.png, units, title=Path(args.model).name)
     print(f"wrote {png}")
     if args.output:
         with _writing(args.output):

@@ -48,8 +48,8 @@ class TrainConfig:
         Seeds negatives, positive batches (the network is seeded by its creator).
     """
 
-    n_steps: int = 2000
-    warmup_steps: int = 200
+    n_steps: int = 1000
+    warmup_steps: int = 100
     batch_size: int = 128
     n_newton_steps: int = 4
     n_updates: int = 1
