@@ -169,3 +169,16 @@ def test_certify_cli_rejects_negative_budget(capsys):
 
     assert main(["certify", "m", "a.csv", "b.csv", "--eps", "0,-1"]) == 2
     assert "expected comma-separated budgets >= 0" in capsys.readouterr().err
+
+
+def test_robustness_bench_rows_on_a_toy_set():
+    from ocsdf.bench.robustness import robustness_benchmark
+
+    rows = robustness_benchmark("moons", eps=(0.0, 0.2), n_steps=60, n_eval=60, n_iter=3,
+                                restarts=1)
+    assert [r["eps (l2, standardised)"] for r in rows] == [0.0, 0.2]
+    for r in rows:
+        assert 0.0 <= r["OCSDF certified AUROC"] <= r["OCSDF AUROC under attack"] + 1e-12
+        assert 0.0 <= r["conventional AUROC under attack"] <= 1.0
+        assert r["OCSDF max |grad| on train"] <= 1.0 + 1e-4
+    assert rows[0]["OCSDF certified AUROC"] == pytest.approx(rows[0]["OCSDF AUROC under attack"])
