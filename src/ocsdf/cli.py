@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_demo(sub)
     _add_certify(sub)
     _add_data(sub)
+    _add_export(sub)
     _add_bench(sub)
     return parser
 
@@ -203,6 +204,17 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", help="benchmark data folder (default: $OCSDF_DATA_DIR or "
                    "../shared/data)")
     p.set_defaults(func=cmd_data)
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="write a saved model as an ONNX graph",
+                       description="Write a saved model as an ONNX graph that scores rows in raw "
+                       "units (outputs score and rounding; metadata: threshold, lipschitz_raw).")
+    p.add_argument("model", metavar="DIR", help="model directory written by 'ocsdf fit'")
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="ONNX file to write")
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    p.add_argument("--opset", type=_positive_int, default=17)
+    p.set_defaults(func=cmd_export)
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -428,6 +440,18 @@ def cmd_certify(args: argparse.Namespace) -> int:
         with _writing(args.output):
             write_csv_atomic(table, args.output, header=True)
         print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``ocsdf export``: load a model directory, write its ONNX graph. Returns 0."""
+    from .deploy import export_command
+
+    try:
+        print(export_command(args.model, args.output, opset=args.opset, dtype=args.dtype))
+    except ImportError as err:
+        print(f"ocsdf: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numbers
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,7 @@ class OCSDF(OutlierMixin, BaseEstimator):
         Target false-positive rate: hold out a calibration split of the training rows and set
         ``offset_`` so that a new normal row is flagged with probability at most ``fpr``
         (split-conformal guarantee: exchangeable normal data, marginal over calibration sets).
+        With few calibration rows the rule is conservative: ``fpr=0.01`` needs at least 99.
     calibration_size : float in (0, 0.5] or "auto", default "auto"
         Fraction of the training rows held out for calibration (not used to train). "auto":
         0.2 when ``fpr`` is set, otherwise no split (then ``predict_pvalue`` is unavailable).
@@ -311,6 +313,13 @@ class OCSDF(OutlierMixin, BaseEstimator):
             del self.calibration_scores_
         if self.fpr is not None:
             self.offset_ = conformal_threshold(self.calibration_scores_, float(self.fpr))
+            if not np.isfinite(self.offset_):
+                warnings.warn(
+                    f"fpr={self.fpr:g} with {len(self.calibration_scores_)} calibration rows: "
+                    f"nothing will be flagged (needs at least {int(np.ceil(1 / self.fpr)) - 1} "
+                    "calibration rows); give more rows or a larger calibration_size",
+                    stacklevel=2,
+                )
         elif self.contamination == "auto":
             self.offset_ = 0.0
         else:
@@ -466,6 +475,14 @@ class OCSDF(OutlierMixin, BaseEstimator):
         from .persistence import save_model
 
         return save_model(self, path)
+
+    def to_onnx(self, path: str | Path, opset: int = 17, dtype: str = "float32") -> Path:
+        """Write ``score_samples`` as an ONNX graph on raw rows (outputs ``score`` and a
+        ``rounding`` bound; metadata: threshold, Lipschitz bounds, feature names); needs
+        ``ocsdf[deploy]``. See :func:`ocsdf.deploy.to_onnx`."""
+        from .deploy import to_onnx
+
+        return to_onnx(self, path, opset=opset, dtype=dtype)
 
     @classmethod
     def load(cls, path: str | Path) -> OCSDF:
