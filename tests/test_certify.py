@@ -182,3 +182,36 @@ def test_robustness_bench_rows_on_a_toy_set():
         assert 0.0 <= r["conventional AUROC under attack"] <= 1.0
         assert r["OCSDF max |grad| on train"] <= 1.0 + 1e-4
     assert rows[0]["OCSDF certified AUROC"] == pytest.approx(rows[0]["OCSDF AUROC under attack"])
+
+
+def test_our_attack_is_at_least_as_strong_as_torchattacks(moons, moons_model):
+    """Cross-check with an independent attack library (optional: ``pip install --no-deps
+    torchattacks``; its PGDL2 clamps to [0, 1], so it attacks the ball's bounding box mapped
+    there, where l2 norms shrink by the box side 10)."""
+    torchattacks = pytest.importorskip("torchattacks")
+    _, held_out = moons
+    xn = torch.as_tensor(held_out[:100])
+    xa = Ball(5.0).sample(100, 2, torch.Generator().manual_seed(7)).double()
+    eps, side = 0.2, 10.0
+
+    class TwoLogits(torch.nn.Module):
+        def forward(self, u):
+            s = moons_model.score_tensor(u.reshape(len(u), -1).double() * side - 5.0)
+            return torch.stack((s, -s), dim=1)  # class 0 = normal, 1 = anomalous
+
+    attack = torchattacks.PGDL2(TwoLogits(), eps=eps / side, alpha=0.025 * eps / side, steps=50)
+    labels = np.r_[np.ones(100), np.zeros(100)]
+
+    def auroc(adv_n, adv_a):
+        with torch.no_grad():
+            s = torch.cat((moons_model.score_tensor(adv_n), moons_model.score_tensor(adv_a)))
+        return roc_auc_score(labels, s.numpy())
+
+    def theirs(x, label):  # torchattacks expects images (n, c, h, w)
+        adv = attack(((x + 5.0) / side).reshape(-1, 1, 1, 2), torch.full((len(x),), label))
+        return adv.reshape(-1, 2).double() * side - 5.0
+
+    theirs_n, theirs_a = theirs(xn, 0), theirs(xa, 1)
+    ours_n = pgd_attack(moons_model.score_tensor, xn, eps, -1)
+    ours_a = pgd_attack(moons_model.score_tensor, xa, eps, +1)
+    assert auroc(ours_n, ours_a) <= auroc(theirs_n, theirs_a) + 1e-3
