@@ -23,7 +23,7 @@ from .errors import InputError, ModelFileError
 
 __all__ = ["BENCH_MODULES", "build_parser", "main"]
 
-BENCH_MODULES = ["speed", "defaults", "tabular", "robustness", "thresholds"]
+BENCH_MODULES = ["speed", "defaults", "tabular", "robustness", "thresholds", "toy"]
 DEMO_DATASETS = ("moons", "circles", "one-cloud", "two-clouds", "two-blobs", "blob-cloud")
 DEMO_N = 2000
 DEMO_N_TRAIN = 1000

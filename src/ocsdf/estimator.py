@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +129,11 @@ class OCSDF(OutlierMixin, BaseEstimator):
         Seeds the initial weights, the negatives and the batches.
     device : str, default "cpu"
         Torch device for training and scoring ("cuda" if available and asked for).
+    n_threads : int or None, default 1
+        Torch CPU threads while fitting (restored afterwards). One thread is fastest for these
+        small dense networks: measured on 2 cores with one other busy process, 7 ms per step at
+        128 x 3 with 1 thread against 400 ms with 2 (thread contention). None keeps torch's
+        setting.
     verbose : bool, default False
         Show a progress bar during ``fit``.
 
@@ -199,6 +206,7 @@ class OCSDF(OutlierMixin, BaseEstimator):
         calibration_size: float | str = "auto",
         random_state=None,
         device: str = "cpu",
+        n_threads: int | None = 1,
         verbose: bool = False,
     ) -> None:
         self.width = width
@@ -219,6 +227,7 @@ class OCSDF(OutlierMixin, BaseEstimator):
         self.calibration_size = calibration_size
         self.random_state = random_state
         self.device = device
+        self.n_threads = n_threads
         self.verbose = verbose
 
     # ------------------------------------------------------------------ validation
@@ -232,6 +241,8 @@ class OCSDF(OutlierMixin, BaseEstimator):
             positive_int(name)
         for name in ("warmup_steps", "n_newton_steps"):
             positive_int(name, 0)
+        if self.n_threads is not None:
+            positive_int("n_threads")
         for name in ("lam", "learning_rate", "domain_size"):
             v = getattr(self, name)
             if not isinstance(v, numbers.Real) or not v > 0:
@@ -303,9 +314,10 @@ class OCSDF(OutlierMixin, BaseEstimator):
             model = make_mlp(X.shape[1], int(self.width), int(self.depth), self.activation)
         model = model.to(device)
         zt = torch.as_tensor(z, dtype=torch.float32, device=device)
-        self.history_: TrainHistory = train(
-            model, zt, self._domain(), config, progress=bool(self.verbose)
-        )
+        with _torch_threads(self.n_threads):
+            self.history_: TrainHistory = train(
+                model, zt, self._domain(), config, progress=bool(self.verbose)
+            )
         self._set_model(model)
         if X_cal is not None:
             self.calibration_scores_ = np.sort(self._score_array(X_cal))
@@ -511,6 +523,20 @@ def conformal_threshold(calibration_scores: np.ndarray, fpr: float) -> float:
     cal = np.asarray(calibration_scores)
     k = int(np.floor(fpr * (len(cal) + 1) + 1e-9))
     return float(cal[k - 1]) if k >= 1 else float("-inf")
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``n`` torch intra-op threads (unchanged if None), then restore."""
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _torch_device(device: str) -> torch.device:
