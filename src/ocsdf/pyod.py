@@ -1,0 +1,177 @@
+"""OCSDF as a PyOD detector: :class:`OCSDFDetector` (needs ``pip install pyod``).
+
+PyOD's convention is the opposite of scikit-learn's: a **higher** ``decision_function`` means
+**more abnormal**, and labels are 0 (inlier) / 1 (outlier). ``OCSDFDetector`` therefore returns
+``-OCSDF.score_samples``: the negated learned signed distance, in standardised units. It is
+``> 0`` outside the support that OCSDF learned and grows like the distance to it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils import check_array
+from sklearn.utils.validation import check_is_fitted
+
+try:
+    from pyod.models.base import BaseDetector
+except ModuleNotFoundError as err:  # pragma: no cover - depends on the environment
+    if err.name is None or not err.name.startswith("pyod"):
+        raise
+    raise ModuleNotFoundError(
+        "ocsdf.pyod needs PyOD: pip install pyod", name="pyod") from err
+
+from .estimator import OCSDF
+
+__all__ = ["OCSDFDetector"]
+
+_FITTED = ["decision_scores_", "threshold_", "labels_"]
+
+
+class OCSDFDetector(BaseDetector):
+    """One-class signed distance function (OCSDF, ICML 2023) with PyOD's interface.
+
+    Wraps :class:`ocsdf.OCSDF` (built as ``detector_`` in :meth:`fit`): a 1-Lipschitz network
+    trained with the HKR loss against negatives drawn from the complement of the data, whose
+    output approximates the signed distance to the support of the training rows.
+
+    **Sign convention (PyOD's).** ``decision_function(X) = -OCSDF.score_samples(X)``: higher is
+    more abnormal; ``> 0`` outside the learned support, about the distance to it (standardised
+    units); a row moved by ``eps`` (l2, standardised units) changes its score by at most
+    ``lipschitz_ * eps``. ``threshold_`` is the ``1 - contamination`` quantile of
+    ``decision_scores_`` (PyOD's rule), ``predict`` gives 1 for outliers and 0 for inliers, and
+    ``predict_proba`` rescales the scores linearly to [0, 1] (from :class:`BaseDetector`).
+
+    Parameters
+    ----------
+    contamination : float in (0, 0.5], default 0.1
+        Expected share of outliers; sets ``threshold_`` (PyOD's default 0.1). It does not
+        change the training of the network.
+    width, depth, activation, margin, lam, n_steps, warmup_steps, batch_size, n_newton_steps, \
+learning_rate, domain, domain_size, standardize, random_state, device, n_threads, \
+verbose
+        Passed unchanged to :class:`ocsdf.OCSDF` (same defaults; ``margin="auto"`` is the
+        label-free rule: 0.05 x the median nearest-neighbour distance in standardised units).
+        OCSDF's own thresholds (``contamination``, ``fpr``, ``calibration_size``) are not
+        exposed: PyOD's ``contamination`` rule sets ``threshold_``, and every row trains.
+
+    Attributes
+    ----------
+    detector_ : ocsdf.OCSDF
+        The fitted estimator.
+    decision_scores_ : ndarray, shape (n_samples,)
+        Outlier scores of the training rows (higher = more abnormal).
+    threshold_ : float
+    labels_ : ndarray of int, shape (n_samples,)
+        0 = inlier, 1 = outlier, for the training rows.
+    lipschitz_, margin_ : float
+        ``detector_.lipschitz_`` and ``detector_.margin_``.
+
+    Examples
+    --------
+    >>> from pyod.utils.data import generate_data
+    >>> from ocsdf.pyod import OCSDFDetector
+    >>> X_train, X_test, y_train, y_test = generate_data(
+    ...     n_train=200, n_test=100, contamination=0.1, random_state=42)
+    >>> clf = OCSDFDetector(n_steps=200, width=32, random_state=0).fit(X_train)
+    >>> clf.predict(X_test).shape
+    (100,)
+    """
+
+    def __init__(
+        self,
+        contamination: float = 0.1,
+        width: int = 128,
+        depth: int = 3,
+        activation: str = "groupsort2",
+        margin: float | str = "auto",
+        lam: float = 100.0,
+        n_steps: int = 1000,
+        warmup_steps: int = 100,
+        batch_size: int = 128,
+        n_newton_steps: int = 4,
+        learning_rate: float = 1e-3,
+        domain: str = "box",
+        domain_size: float = 5.0,
+        standardize: bool = True,
+        random_state=None,
+        device: str = "cpu",
+        n_threads: int | None = 1,
+        verbose: bool = False,
+    ) -> None:
+        # BaseDetector only stores ``contamination`` (and rejects one outside (0, 0.5]).
+        super().__init__(contamination=contamination)
+        self.width = width
+        self.depth = depth
+        self.activation = activation
+        self.margin = margin
+        self.lam = lam
+        self.n_steps = n_steps
+        self.warmup_steps = warmup_steps
+        self.batch_size = batch_size
+        self.n_newton_steps = n_newton_steps
+        self.learning_rate = learning_rate
+        self.domain = domain
+        self.domain_size = domain_size
+        self.standardize = standardize
+        self.random_state = random_state
+        self.device = device
+        self.n_threads = n_threads
+        self.verbose = verbose
+
+    def _make_estimator(self) -> OCSDF:
+        return OCSDF(
+            width=self.width, depth=self.depth, activation=self.activation, margin=self.margin,
+            lam=self.lam, n_steps=self.n_steps, warmup_steps=self.warmup_steps,
+            batch_size=self.batch_size, n_newton_steps=self.n_newton_steps,
+            learning_rate=self.learning_rate, domain=self.domain, domain_size=self.domain_size,
+            standardize=self.standardize, contamination="auto",
+            random_state=self.random_state, device=self.device, n_threads=self.n_threads,
+            verbose=self.verbose,
+        )
+
+    def fit(self, X, y=None) -> OCSDFDetector:
+        """Fit OCSDF on ``X`` (unlabelled; ``y`` is ignored, as in every PyOD detector).
+
+        Parameters
+        ----------
+        X : array-like, shape (n_samples, n_features)
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        c = self.contamination
+        if isinstance(c, (float, int)) and not 0.0 < c <= 0.5:
+            raise ValueError(f"contamination must be in (0, 0.5], got: {c!r}")
+        X = check_array(X, dtype=np.float64)
+        self._set_n_classes(y)
+        self.detector_ = self._make_estimator().fit(X)
+        self.decision_scores_ = -self.detector_.score_samples(X)
+        self._process_decision_scores()
+        return self
+
+    def decision_function(self, X) -> np.ndarray:
+        """Outlier scores of ``X``: ``-OCSDF.score_samples(X)``, higher = more abnormal.
+
+        Returns
+        -------
+        ndarray, shape (n_samples,)
+            About the distance to the learned support (standardised units) for rows outside it,
+            minus the distance to its boundary for rows inside.
+        """
+        check_is_fitted(self, _FITTED)
+        X = check_array(X, dtype=np.float64)
+        return -self.detector_.score_samples(X)
+
+    @property
+    def lipschitz_(self) -> float:
+        """Sound l2 Lipschitz bound of the score in standardised units (``detector_``'s)."""
+        check_is_fitted(self, "detector_")
+        return self.detector_.lipschitz_
+
+    @property
+    def margin_(self) -> float:
+        """The HKR margin used (standardised units)."""
+        check_is_fitted(self, "detector_")
+        return self.detector_.margin_
