@@ -14,7 +14,7 @@ import torch
 from ocsdf.bench import speed
 
 TINY = dict(n_steps=2, n_rows=20_000, width=32, depth=2, ortho_size=64, ortho_repeats=2,
-            threads=1)
+            threads=1, deploy_dims=())
 HAS_TORCHLIP = importlib.util.find_spec("deel") is not None and (
     importlib.util.find_spec("deel.torchlip") is not None
 )
@@ -90,3 +90,14 @@ def test_cli_writes_the_table(tmp_path, monkeypatch):
     assert data["command"] == "ocsdf bench speed --steps 3 --threads 1"
     assert data["machine"]["torch_threads"] == "1"
     assert (tmp_path / "speed.md").exists() and (tmp_path / "speed.csv").exists()
+
+
+def test_deployment_rows_compare_with_isolation_forest():
+    from ocsdf.bench.speed import _deployed_rows
+
+    rows = _deployed_rows(5_000, (3,), seed=0)
+    variants = [r["variant"] for r in rows]
+    assert variants[0].endswith("decision_function") and rows[0]["ratio_vs_reference"] == 1.0
+    assert "OCSDF.score_samples (float64)" in variants
+    ours = rows[variants.index("OCSDF.score_samples (float64)")]
+    assert ours["value"] > 0 and ours["ratio_vs_reference"] > 0

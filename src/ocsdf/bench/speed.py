@@ -330,6 +330,73 @@ def _scoring_rows(model: nn.Module, n_rows: int, seed: int) -> list[dict]:
     ]
 
 
+def _deployed_rows(n_rows: int, dims: tuple[int, ...], seed: int) -> list[dict]:
+    """Rows/s of the scoring paths a deployment uses, against IsolationForest, per dimension.
+
+    A default-size OCSDF (128 x 3; a few training steps: throughput does not depend on them) is
+    scored through ``score_samples`` (float64 exported network, standardisation and domain
+    clipping included), through its ONNX graph in onnxruntime (float32; skipped when onnx or
+    onnxruntime is missing), and compared with IsolationForest's ``decision_function``
+    (PyOD's when installed, else scikit-learn's) fitted on the same rows.
+    """
+    import numpy as np
+
+    from ..estimator import OCSDF
+
+    rows: list[dict] = []
+    rng = np.random.default_rng(seed)
+    for d in dims:
+        x = rng.normal(size=(n_rows, d))
+        fit_rows = x[:10_000]
+        label = f"scoring throughput, {n_rows:,} rows x d = {d}"
+        try:
+            from pyod.models.iforest import IForest as _IForest
+
+            forest, forest_name = _IForest(random_state=seed).fit(fit_rows), "PyOD IForest"
+        except ModuleNotFoundError:
+            from sklearn.ensemble import IsolationForest
+
+            forest = IsolationForest(random_state=seed).fit(fit_rows)
+            forest_name = "scikit-learn IsolationForest"
+        t0 = time.perf_counter()
+        forest.decision_function(x)
+        rate_forest = n_rows / (time.perf_counter() - t0)
+        rows.append(_row(label, f"{forest_name}.decision_function", rate_forest, "rows/s", 1.0,
+                         "reference; 100 trees, fitted on 10,000 of the rows"))
+        model = OCSDF(n_steps=20, warmup_steps=0, random_state=seed).fit(fit_rows)
+        t0 = time.perf_counter()
+        model.score_samples(x)
+        rate_ours = n_rows / (time.perf_counter() - t0)
+        rows.append(_row(label, "OCSDF.score_samples (float64)", rate_ours, "rows/s",
+                         rate_ours / rate_forest, "128 x 3 exported network, batches of 65,536"))
+        try:
+            import onnxruntime as ort
+
+            from ..deploy import to_onnx
+        except ModuleNotFoundError:
+            rows.append(_row(label, "onnxruntime (float32)", None, "rows/s", None,
+                             "onnx/onnxruntime not installed (pip install -e '.[deploy]')"))
+            continue
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = to_onnx(model, Path(tmp) / "m.onnx")
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = torch.get_num_threads()
+            sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+            x32 = x.astype(np.float32)
+            t0 = time.perf_counter()
+            for start in range(0, n_rows, _SCORE_BATCH):
+                sess.run(["score"], {"x": x32[start : start + _SCORE_BATCH]})
+            rate_onnx = n_rows / (time.perf_counter() - t0)
+        rows.append(_row(label, "onnxruntime (float32)", rate_onnx, "rows/s",
+                         rate_onnx / rate_forest,
+                         f"ONNX graph of score_samples, batches of {_SCORE_BATCH:,}, "
+                         f"intra-op threads = torch's"))
+    return rows
+
+
 # ------------------------------------------------------------------------------- public
 
 
@@ -345,6 +412,7 @@ def speed_benchmark(
     ortho_size: int = 512,
     ortho_repeats: int = 5,
     threads: int | None = None,
+    deploy_dims: tuple[int, ...] = (3, 30),
 ) -> list[dict]:
     """Run the three speed studies and return the table rows.
 
@@ -365,6 +433,8 @@ def speed_benchmark(
         ``torch.set_num_threads`` for the run (restored afterwards); default: leave as is. On a
         machine shared with other jobs, 1 thread avoids the large, erratic slowdowns of
         oversubscribed OpenMP threads.
+    deploy_dims : tuple of int
+        Dimensions of the deployment scoring study (``n_rows`` rows each); empty to skip it.
 
     Returns
     -------
@@ -383,6 +453,7 @@ def speed_benchmark(
         rows += train_rows
         rows += _orthogonalisation_rows(ortho_size, ortho_repeats, seed)
         rows += _scoring_rows(model, n_rows, seed)
+        rows += _deployed_rows(n_rows, tuple(deploy_dims), seed)
     finally:
         torch.set_num_threads(previous)
     return rows
@@ -428,6 +499,10 @@ using them during the run, so absolute times are noisy; the ratios are the resul
   `torch.no_grad`) by the parametrised network, which re-solves the Cayley systems on each
   batch, and by `export(model)` (plain float32 `nn.Linear` layers); the last row is the largest
   difference between their scores.
+- **scoring throughput, rows x d**: the paths a deployment uses on Gaussian rows of dimension d
+  (3 and 30): IsolationForest's `decision_function` (the reference users know; ratio 1),
+  `OCSDF.score_samples` of a default 128 x 3 model (float64 exported network with the
+  standardisation and domain clipping) and its ONNX graph in onnxruntime (float32).
 """
 
 
