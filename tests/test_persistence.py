@@ -94,3 +94,11 @@ def test_error_messages_are_one_line(saved):
     with pytest.raises(ModelFileError) as err:
         OCSDF.load(path)
     assert "\n" not in str(err.value)
+
+
+def test_weights_swapped_from_another_model_are_detected(saved, tmp_path):
+    _, path, x = saved
+    other = OCSDF(**TINY, random_state=1).fit(x).save(tmp_path / "other")
+    (path / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
+    with pytest.raises(ModelFileError, match="not the ones this model was saved with"):
+        OCSDF.load(path)

@@ -25,6 +25,7 @@ __all__ = [
     "certified_auroc",
     "lipschitz_in",
     "certified_radius",
+    "local_lipschitz",
     "pgd_attack",
     "empirical_auroc_under_attack",
 ]
@@ -38,6 +39,17 @@ def lipschitz_in(model: OCSDF, space: str = "raw") -> float:
     if space == "raw":
         return float(model.lipschitz_ / np.min(model.scale_))
     raise ValueError(f"space must be 'raw' or 'standardized', got {space!r}")
+
+
+def local_lipschitz(score_fn, x, dtype: torch.dtype = torch.float64) -> float:
+    """``max_i ||grad score_fn(x_i)||_2`` over the rows of ``x`` (array or tensor, (n, d)):
+    the empirical (local) Lipschitz constant, a lower bound of the true one.
+
+    ``score_fn`` maps a ``dtype`` tensor of rows to scores (a module or ``OCSDF.score_tensor``).
+    """
+    xt = torch.as_tensor(x).detach().to(dtype).clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad(score_fn(xt).reshape(-1).sum(), xt)
+    return float(grad.norm(dim=1).max())
 
 
 def certified_radius(model: OCSDF, X, space: str = "raw") -> np.ndarray:

@@ -25,10 +25,7 @@ __all__ = ["BENCH_MODULES", "build_parser", "main"]
 
 BENCH_MODULES = ["speed", "defaults", "tabular", "robustness", "thresholds", "toy"]
 DEMO_DATASETS = ("moons", "circles", "one-cloud", "two-clouds", "two-blobs", "blob-cloud")
-DEMO_N = 2000
-DEMO_N_TRAIN = 1000
-DEMO_N_UNIFORM = 2000
-DEMO_RADIUS = 5.0
+DEMO_RADIUS = 5.0  # the ball B of the toy sets (standardised units), as in ocsdf.data.oc_split
 _USER_ERRORS = (InputError, ModelFileError, FileNotFoundError, ValueError, OSError)
 
 
@@ -144,7 +141,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="fit a 2-D toy set and draw the learned distance",
         description="Fit OCSDF on a 2-D toy set (1000 training rows), write a contour plot and "
-        "report the AUROC of 1000 held-out normal rows against 2000 uniform points of the "
+        "report the AUROC of 1000 held-out normal rows against 1000 uniform points of the "
         "ball of radius 5 (standardised units).",
     )
     p.add_argument("--dataset", choices=DEMO_DATASETS, default="moons", help="toy set (moons)")
@@ -380,10 +377,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``ocsdf demo``: fit a toy set, write the contour PNG, print AUROC and L. Returns 0."""
     from sklearn.metrics import roc_auc_score
 
+    from .data import oc_split
     from .estimator import OCSDF
     from .plot import contour_plot
 
-    train, held_out = _demo_split(args.dataset, args.seed)
+    train, held_out, uniform = oc_split(args.dataset, seed=args.seed)
     model = OCSDF(
         domain="ball", domain_size=DEMO_RADIUS, width=128, depth=3, n_steps=args.steps,
         random_state=args.seed, margin=0.05, device=args.device, verbose=not args.quiet,
@@ -391,7 +389,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model.fit(train)
     seconds = time.perf_counter() - start
-    uniform = _uniform_ball(DEMO_N_UNIFORM, args.seed)
     y = np.r_[np.ones(len(held_out)), np.zeros(len(uniform))]
     s = np.r_[model.score_samples(held_out), model.score_samples(uniform)]
     auroc = float(roc_auc_score(y, s))
@@ -472,26 +469,6 @@ def cmd_data(args: argparse.Namespace) -> int:
     print(f"wrote {out}/train.csv ({len(parts[0])} rows), test_normal.csv ({len(parts[1])}), "
           f"test_anomalous.csv ({len(parts[2])}); {len(names)} features")
     return 0
-
-
-def _demo_split(dataset: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The toy set shuffled with ``seed``: (1000, 2) training rows and (1000, 2) held-out rows
-    (standardised units). Shuffling matters: some toys are generated cluster by cluster."""
-    from .data import make_toy
-
-    x = make_toy(dataset, n=DEMO_N, seed=seed)
-    idx = np.random.default_rng(seed).permutation(len(x))
-    return x[idx[:DEMO_N_TRAIN]], x[idx[DEMO_N_TRAIN:]]
-
-
-def _uniform_ball(n: int, seed: int) -> np.ndarray:
-    """``n`` points uniform in the 2-D ball of radius 5 (standardised units), shape (n, 2)."""
-    import torch
-
-    from .domain import make_domain
-
-    gen = torch.Generator().manual_seed(seed + 1)
-    return make_domain("ball", DEMO_RADIUS).sample(n, 2, gen).double().numpy()
 
 
 # ---------------------------------------------------------------------------- entry point

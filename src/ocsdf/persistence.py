@@ -124,4 +124,12 @@ def load_model(path: str | Path) -> OCSDF:
         raise ModelFileError(f"{w_file} does not match the network described in {cfg_file}") \
             from None
     model._set_model(net)
+    # The bound is recomputed from the loaded weights (never trusted from the file); the saved
+    # value only detects weights that are not the ones the model was saved with.
+    saved = fitted.get("lipschitz")
+    if saved is not None and abs(float(saved) - model.lipschitz_) > 1e-9 * max(1.0, float(saved)):
+        raise ModelFileError(
+            f"{w_file} gives Lipschitz bound {model.lipschitz_:.9g} but {cfg_file} recorded "
+            f"{float(saved):.9g}: the weights are not the ones this model was saved with"
+        )
     return model

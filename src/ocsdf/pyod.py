@@ -119,15 +119,9 @@ verbose
         self.verbose = verbose
 
     def _make_estimator(self) -> OCSDF:
-        return OCSDF(
-            width=self.width, depth=self.depth, activation=self.activation, margin=self.margin,
-            lam=self.lam, n_steps=self.n_steps, warmup_steps=self.warmup_steps,
-            batch_size=self.batch_size, n_newton_steps=self.n_newton_steps,
-            learning_rate=self.learning_rate, domain=self.domain, domain_size=self.domain_size,
-            standardize=self.standardize, contamination="auto",
-            random_state=self.random_state, device=self.device, n_threads=self.n_threads,
-            verbose=self.verbose,
-        )
+        """The wrapped OCSDF with this detector's hyper-parameters (threshold left to PyOD)."""
+        params = {k: v for k, v in self.get_params().items() if k != "contamination"}
+        return OCSDF(**params, contamination="auto")
 
     def fit(self, X, y=None) -> OCSDFDetector:
         """Fit OCSDF on ``X`` (unlabelled; ``y`` is ignored, as in every PyOD detector).

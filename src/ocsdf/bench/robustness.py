@@ -19,7 +19,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from ..baselines import train_conventional
-from ..certify import certified_auroc, pgd_attack
+from ..certify import certified_auroc, local_lipschitz, pgd_attack
 from ..data import oc_split
 from ..estimator import OCSDF
 from .report import write_table
@@ -34,12 +34,6 @@ def _attacked_auroc(fn, xn: torch.Tensor, xa: torch.Tensor, eps: float, n_iter: 
     with torch.no_grad():
         scores = torch.cat((fn(an), fn(aa))).cpu().numpy()
     return float(roc_auc_score(np.r_[np.ones(len(xn)), np.zeros(len(xa))], scores))
-
-
-def _max_grad(fn, z: torch.Tensor) -> float:
-    z = z.clone().requires_grad_(True)
-    (g,) = torch.autograd.grad(fn(z).sum(), z)
-    return float(g.norm(dim=1).max())
 
 
 def robustness_benchmark(
@@ -80,7 +74,7 @@ def robustness_benchmark(
     with torch.no_grad():
         cert = certified_auroc(ours(xn).numpy(), ours(xa).numpy(), np.asarray(eps),
                                model.lipschitz_)
-    lip_ours, lip_conv = _max_grad(ours, zt), _max_grad(net, zt)
+    lip_ours, lip_conv = local_lipschitz(ours, zt), local_lipschitz(net, zt)
     rows = []
     for e, c in zip(eps, cert):
         rows.append({

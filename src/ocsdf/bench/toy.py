@@ -28,12 +28,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..certify import local_lipschitz
 from ..data import make_toy
 from ..domain import Ball
 from ..io import atomic_open
 from .report import write_table
 
-__all__ = ["PAPER_SETS", "PAPER_TABLE1", "toy_study", "local_lipschitz", "register", "run",
+__all__ = ["PAPER_SETS", "PAPER_TABLE1", "toy_study", "register", "run",
            "write_report"]
 
 PAPER_SETS = ("one-cloud", "two-clouds", "two-blobs", "blob-cloud", "moons")
@@ -51,15 +52,6 @@ _GRID = 160
 def paper_margin(name: str) -> float:
     """The paper's margin: 0.1 for blob & cloud, 0.05 otherwise (appendix E)."""
     return 0.1 if name == "blob-cloud" else 0.05
-
-
-def local_lipschitz(net, x: np.ndarray, dtype=torch.float64) -> float:
-    """``max_i ||grad net(x_i)||_2`` over the rows of ``x``; ``net`` maps a tensor of rows of
-    ``x`` (``dtype``) to scores (a module, or e.g. ``OCSDF.score_tensor``)."""
-    xt = torch.tensor(x, dtype=dtype, requires_grad=True)
-    out = net(xt).reshape(-1)
-    (grad,) = torch.autograd.grad(out.sum(), xt)
-    return float(grad.norm(dim=1).max())
 
 
 def _conv_scores(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
