@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ocsdf import OCSDF
-from ocsdf.cli import _import_bench, main
+from ocsdf.cli import _import_optional, main
 
 TINY = ["--steps", "30", "--width", "16", "--depth", "1", "--quiet"]
 
@@ -205,7 +205,7 @@ def test_help_returns_0(capsys):
 
 
 def test_bench_import_skips_only_missing_study_module(monkeypatch):
-    assert _import_bench("no_such_study_xyz") is None
+    assert _import_optional("bench.no_such_study_xyz") is None
     import importlib
 
     def broken(name):
@@ -213,7 +213,7 @@ def test_bench_import_skips_only_missing_study_module(monkeypatch):
 
     monkeypatch.setattr(importlib, "import_module", broken)
     with pytest.raises(ModuleNotFoundError):
-        _import_bench("speed")
+        _import_optional("bench.speed")
 
 
 @pytest.fixture

@@ -21,9 +21,12 @@ import numpy as np
 
 from .errors import InputError, ModelFileError
 
-__all__ = ["BENCH_MODULES", "build_parser", "main"]
+__all__ = ["BENCH_MODULES", "COMMAND_MODULES", "build_parser", "main"]
 
 BENCH_MODULES = ["speed", "defaults", "tabular", "robustness", "thresholds", "toy"]
+# Top-level commands that live in their own module ``ocsdf.commands.NAME`` (each module has
+# ``register(subparsers)``); a name whose module is absent is skipped.
+COMMAND_MODULES = ["reconstruct", "explain", "report"]
 DEMO_DATASETS = ("moons", "circles", "one-cloud", "two-clouds", "two-blobs", "blob-cloud")
 DEMO_RADIUS = 5.0  # the ball B of the toy sets (standardised units), as in ocsdf.data.oc_split
 _USER_ERRORS = (InputError, ModelFileError, FileNotFoundError, ValueError, OSError)
@@ -87,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_certify(sub)
     _add_data(sub)
     _add_export(sub)
+    for name in COMMAND_MODULES:
+        module = _import_optional(f"commands.{name}")
+        if module is not None:
+            module.register(sub)
     _add_bench(sub)
     return parser
 
@@ -220,17 +227,17 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                        "docs/results/.")
     studies = p.add_subparsers(dest="study", metavar="STUDY", required=True)
     for name in BENCH_MODULES:
-        module = _import_bench(name)
+        module = _import_optional(f"bench.{name}")
         if module is not None:
             module.register(studies)
 
 
-def _import_bench(name: str) -> ModuleType | None:
-    """``ocsdf.bench.NAME``, or None when that module does not exist (yet).
+def _import_optional(name: str) -> ModuleType | None:
+    """``ocsdf.NAME`` (e.g. ``"bench.toy"``), or None when that module does not exist (yet).
 
     Any other import failure (a missing dependency inside the module) propagates.
     """
-    full = f"{__package__ or 'ocsdf'}.bench.{name}"
+    full = f"{__package__ or 'ocsdf'}.{name}"
     try:
         return importlib.import_module(full)
     except ModuleNotFoundError as err:
