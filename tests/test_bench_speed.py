@@ -101,3 +101,14 @@ def test_deployment_rows_compare_with_isolation_forest():
     assert "OCSDF.score_samples (float64)" in variants
     ours = rows[variants.index("OCSDF.score_samples (float64)")]
     assert ours["value"] > 0 and ours["ratio_vs_reference"] > 0
+
+
+def test_gpu_rows_say_plainly_when_there_is_no_gpu(rows):
+    import torch
+
+    gpu = _by(rows, "training step on GPU") + _by(rows, "training step, ")
+    if torch.cuda.is_available():
+        assert all(r["value"] > 0 for r in gpu) and len(gpu) == 4
+    else:
+        assert len(gpu) == 1 and gpu[0]["value"] is None
+        assert "torch.cuda.is_available() is False" in gpu[0]["note"]

@@ -264,3 +264,18 @@ def test_unwritable_output_is_one_line(model_dir, train_csv, tmp_path, capsys):
     capsys.readouterr()
     assert main(["score", str(model_dir), str(train_csv), "-o", str(blocker / "s.csv")]) == 2
     assert "cannot write" in _one_error_line(capsys)
+
+
+def test_score_and_certify_take_a_device(model_dir, train_csv, tmp_path, capsys):
+    import torch
+
+    out = tmp_path / "s.csv"
+    assert main(["score", str(model_dir), str(train_csv), "-o", str(out), "--device", "cpu"]) == 0
+    assert len(pd.read_csv(out)) == 200
+    if torch.cuda.is_available():
+        return
+    capsys.readouterr()
+    argv = ["certify", str(model_dir), str(train_csv), str(train_csv), "--no-attack",
+            "--png", str(tmp_path / "r.png"), "--device", "cuda"]
+    assert main(argv) == 2
+    assert "CUDA is not available" in _one_error_line(capsys)

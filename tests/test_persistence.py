@@ -102,3 +102,31 @@ def test_weights_swapped_from_another_model_are_detected(saved, tmp_path):
     (path / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
     with pytest.raises(ModelFileError, match="not the ones this model was saved with"):
         OCSDF.load(path)
+
+
+def test_load_onto_a_device_sets_where_it_scores(saved):
+    model, path, x = saved
+    loaded = OCSDF.load(path, device="cpu")
+    assert loaded.device == "cpu"
+    assert next(loaded.net_.parameters()).device.type == "cpu"
+    assert np.array_equal(loaded.score_samples(x), model.score_samples(x))
+
+
+def test_load_onto_missing_cuda_is_a_clear_error(saved):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the error is for machines without it")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        OCSDF.load(saved[1], device="cuda")
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
+def test_trained_on_gpu_loads_and_scores_on_cpu(tmp_path):
+    """A GPU run leaves the same artefacts as a CPU run: CPU weights, same scores."""
+    x = np.random.default_rng(0).normal(size=(200, 3))
+    gpu = OCSDF(**TINY, random_state=0, device="cuda").fit(x)
+    path = gpu.save(tmp_path / "gpu-model")
+    cpu = OCSDF.load(path, device="cpu")
+    np.testing.assert_allclose(cpu.score_samples(x), gpu.score_samples(x), atol=1e-9)
+    assert cpu.lipschitz_ == pytest.approx(gpu.lipschitz_, rel=1e-9)

@@ -188,12 +188,14 @@ def empirical_auroc_under_attack(
     lower-bounds it. ``eps`` scalar or array, in ``space`` units. Returns shape of ``eps``."""
     from sklearn.metrics import roc_auc_score
 
-    xn = torch.as_tensor(np.asarray(X_normal, dtype=np.float64))
-    xa = torch.as_tensor(np.asarray(X_anomalous, dtype=np.float64))
+    device = next(model.net_.parameters()).device  # attack where the model scores
+    xn = torch.as_tensor(np.asarray(X_normal, dtype=np.float64), device=device)
+    xa = torch.as_tensor(np.asarray(X_anomalous, dtype=np.float64), device=device)
     if space == "raw":
         score_fn, to_attack = model.score_tensor, (lambda x: x)
     elif space == "standardized":
-        mean, scale = torch.as_tensor(model.mean_), torch.as_tensor(model.scale_)
+        mean = torch.as_tensor(model.mean_, device=device)
+        scale = torch.as_tensor(model.scale_, device=device)
 
         def score_fn(z):
             return model.score_tensor(z * scale + mean)

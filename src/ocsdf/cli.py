@@ -72,6 +72,13 @@ def _column_list(text: str) -> list[str]:
     return columns
 
 
+def _add_device(p: argparse.ArgumentParser) -> None:
+    """``--device``: where a command trains or scores ("cpu", "cuda", "cuda:1", ...)."""
+    p.add_argument("--device", default="cpu",
+                   help="torch device to train/score on: cpu (default) or cuda; results, saved "
+                   "models and exports are the same format either way")
+
+
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The full ``ocsdf`` argument parser (sub-commands fit, score, demo, bench)."""
@@ -124,7 +131,7 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    "radius s, or the pixel box [0, 1]^d (box)")
     p.add_argument("--domain-size", type=float, default=5.0, help="s above (5)")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    p.add_argument("--device", default="cpu", help="torch device (cpu)")
+    _add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_fit)
 
@@ -141,6 +148,7 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--columns", type=_column_list, metavar="A,B,...",
                    help="columns to use (default: the model's feature names when the file "
                    "has a header, else all columns)")
+    _add_device(p)
     p.set_defaults(func=cmd_score)
 
 
@@ -155,7 +163,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=_positive_int, default=2000, help="training steps (2000)")
     p.add_argument("--out", default="ocsdf-demo.png", help="PNG to write (ocsdf-demo.png)")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
-    p.add_argument("--device", default="cpu", help="torch device (cpu)")
+    _add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
@@ -192,6 +200,7 @@ def _add_certify(sub: argparse._SubParsersAction) -> None:
                    help="PGD iterations per restart (50; step 0.025 eps)")
     p.add_argument("--restarts", type=_positive_int, default=3, help="PGD restarts (3)")
     p.add_argument("-o", "--output", metavar="CSV", help="also write the table as CSV")
+    _add_device(p)
     p.set_defaults(func=cmd_certify)
 
 
@@ -298,7 +307,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from .estimator import OCSDF
     from .io import write_csv_atomic
 
-    model = OCSDF.load(args.model)
+    model = OCSDF.load(args.model, device=args.device)
     X = _read_for_model(model, args.data, args.columns, args.model)
     score = model.score_samples(_as_model_input(model, X))
     decision = score - model.offset_
@@ -420,7 +429,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
     from .io import write_csv_atomic
     from .plot import robustness_plot
 
-    model = OCSDF.load(args.model)
+    model = OCSDF.load(args.model, device=args.device)
     xn = _read_for_model(model, args.normal, args.columns, args.model)
     xa = _read_for_model(model, args.anomalous, args.columns, args.model)
     eps = np.asarray(args.eps)

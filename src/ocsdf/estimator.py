@@ -497,12 +497,16 @@ class OCSDF(OutlierMixin, BaseEstimator):
         return to_onnx(self, path, opset=opset, dtype=dtype)
 
     @classmethod
-    def load(cls, path: str | Path) -> OCSDF:
-        """Load a model written by :meth:`save`. Never unpickles; raises :class:`ModelFileError`
-        with a one-line message naming the missing, truncated or foreign file."""
+    def load(cls, path: str | Path, device: str = "cpu") -> OCSDF:
+        """Load a model written by :meth:`save` onto ``device`` ("cpu" or "cuda").
+
+        Never unpickles; raises :class:`ModelFileError` with a one-line message naming the
+        missing, truncated or foreign file. Saved weights are device-independent: a model
+        trained on a GPU loads and scores on a CPU (and the other way round).
+        """
         from .persistence import load_model
 
-        return load_model(path)
+        return load_model(path, device=device)
 
 
 def conformal_pvalues(calibration_scores: np.ndarray, scores: np.ndarray) -> np.ndarray:

@@ -75,9 +75,12 @@ def save_model(model: OCSDF, path: str | Path) -> Path:
     return path
 
 
-def load_model(path: str | Path) -> OCSDF:
-    """Read a model directory written by :func:`save_model`."""
-    from .estimator import OCSDF
+def load_model(path: str | Path, device: str = "cpu") -> OCSDF:
+    """Read a model directory written by :func:`save_model`; the network is put on ``device``.
+
+    The estimator's ``device`` parameter becomes ``device`` too (so a refit trains there).
+    """
+    from .estimator import OCSDF, _torch_device
 
     path = Path(path)
     cfg_file, w_file = path / CONFIG, path / WEIGHTS
@@ -101,7 +104,7 @@ def load_model(path: str | Path) -> OCSDF:
         )
     try:
         params, fitted = config["params"], config["fitted"]
-        model = OCSDF(**params)
+        model = OCSDF(**{**params, "device": device})
         model.mean_ = np.asarray(fitted["mean"], dtype=np.float64)
         model.scale_ = np.asarray(fitted["scale"], dtype=np.float64)
         model.offset_ = float(fitted["offset"])
@@ -123,7 +126,7 @@ def load_model(path: str | Path) -> OCSDF:
     except RuntimeError:
         raise ModelFileError(f"{w_file} does not match the network described in {cfg_file}") \
             from None
-    model._set_model(net)
+    model._set_model(net.to(_torch_device(device)))
     # The bound is recomputed from the loaded weights (never trusted from the file); the saved
     # value only detects weights that are not the ones the model was saved with.
     saved = fitted.get("lipschitz")

@@ -31,9 +31,9 @@ import torch
 from torch import nn
 
 from ..data import make_toy
-from ..domain import Ball
+from ..domain import Ball, Box
 from ..loss import hkr_loss
-from ..nn import cayley_orthogonal, export, lipschitz_bound, make_mlp
+from ..nn import LipschitzMLP, cayley_orthogonal, export, lipschitz_bound, make_mlp
 from ..sampling import newton_raphson_negatives
 from ..training import TrainConfig, train
 from .report import write_table
@@ -237,6 +237,59 @@ def _training_rows(n_steps: int, width: int, depth: int, batch_size: int, n_newt
     return rows + lip_rows + min_rows, ours
 
 
+# --------------------------------------------------------------------------- GPU vs CPU
+# (name, input dim, hidden widths, batch, T): the toy configuration of the training-step rows and
+# the dense MNIST configuration of method.md (784 -> 512 -> 512 -> 256 -> 1, batch 128, T = 16).
+_DEVICE_CONFIGS = (("toy 2-D", 2, (512, 512, 512, 512), 256, 4),
+                   ("MNIST dense", 784, (512, 512, 256), 128, 16))
+
+
+def _device_stepper(config: tuple, device: str, seed: int) -> Callable[[int], None]:
+    """``k`` steps of :func:`ocsdf.training.train` for one of :data:`_DEVICE_CONFIGS`."""
+    _, dim, widths, batch_size, t = config
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.rand(4096, dim, generator=gen).to(device)
+    torch.manual_seed(seed)
+    model = LipschitzMLP(dim, list(widths), "groupsort2").to(device)
+    domain = Ball(_RADIUS) if dim <= 3 else Box(0.0, 1.0)
+    calls = [0]
+
+    def steps(k: int) -> None:
+        calls[0] += 1
+        cfg = TrainConfig(n_steps=k, warmup_steps=0, batch_size=batch_size, n_newton_steps=t,
+                          margin=_MARGIN, lam=_LAM, lr=_LR, seed=seed + calls[0])
+        train(model, x, domain, cfg)
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    return steps
+
+
+def _device_rows(n_steps: int, seed: int) -> list[dict]:
+    """Training step time on CPU (reference) and on the GPU, when torch sees one.
+
+    Without CUDA a single row says so plainly (value left empty)."""
+    if not torch.cuda.is_available():
+        return [_row("training step on GPU vs CPU", "no GPU", None, "", None,
+                     "torch.cuda.is_available() is False on this machine: no GPU figure "
+                     "measured (run `ocsdf bench speed` on a GPU machine to fill these rows)")]
+    name = torch.cuda.get_device_name(0)
+    rows = []
+    for config in _DEVICE_CONFIGS:
+        label = (f"training step, {config[0]} ({config[1]} -> "
+                 f"{' x '.join(map(str, config[2]))} -> 1, batch {config[3]}, T = {config[4]})")
+        cpu, gpu = _device_stepper(config, "cpu", seed), _device_stepper(config, "cuda", seed)
+        cpu(_WARMUP_STEPS)
+        gpu(_WARMUP_STEPS)
+        sec_cpu = _timed(cpu, n_steps) / n_steps
+        sec_gpu = _timed(gpu, n_steps) / n_steps
+        rows.append(_row(label, "CPU (reference)", 1e3 * sec_cpu, "ms/step", 1.0,
+                         f"{torch.get_num_threads()} torch threads"))
+        rows.append(_row(label, f"GPU: {name}", 1e3 * sec_gpu, "ms/step", sec_cpu / sec_gpu,
+                         "ratio = CPU time / GPU time (speed-up)"))
+    return rows
+
+
 # ------------------------------------------------------------------ orthogonalisation micro
 
 
@@ -413,6 +466,7 @@ def speed_benchmark(
     ortho_repeats: int = 5,
     threads: int | None = None,
     deploy_dims: tuple[int, ...] = (3, 30),
+    gpu: bool = True,
 ) -> list[dict]:
     """Run the three speed studies and return the table rows.
 
@@ -435,6 +489,9 @@ def speed_benchmark(
         oversubscribed OpenMP threads.
     deploy_dims : tuple of int
         Dimensions of the deployment scoring study (``n_rows`` rows each); empty to skip it.
+    gpu : bool
+        Time training steps on the GPU against the CPU (toy and dense MNIST configurations)
+        when torch sees CUDA; without it, one row says that no GPU was available.
 
     Returns
     -------
@@ -454,6 +511,8 @@ def speed_benchmark(
         rows += _orthogonalisation_rows(ortho_size, ortho_repeats, seed)
         rows += _scoring_rows(model, n_rows, seed)
         rows += _deployed_rows(n_rows, tuple(deploy_dims), seed)
+        if gpu:
+            rows += _device_rows(n_steps, seed)
     finally:
         torch.set_num_threads(previous)
     return rows
@@ -503,6 +562,10 @@ using them during the run, so absolute times are noisy; the ratios are the resul
   (3 and 30): IsolationForest's `decision_function` (the reference users know; ratio 1),
   `OCSDF.score_samples` of a default 128 x 3 model (float64 exported network with the
   standardisation and domain clipping) and its ONNX graph in onnxruntime (float32).
+- **training step on GPU vs CPU**: milliseconds per step of `ocsdf.training.train` on the toy
+  configuration and the dense MNIST one (784 -> 512 -> 512 -> 256 -> 1, batch 128, T = 16,
+  box [0, 1]^784), CPU first (ratio 1) then the GPU named in the row; one row saying "no GPU"
+  when torch sees none.
 """
 
 
