@@ -24,6 +24,7 @@ def test_round_trip_is_exact(saved):
     loaded = OCSDF.load(path)
     assert np.array_equal(loaded.score_samples(x), model.score_samples(x))
     assert loaded.offset_ == model.offset_ and loaded.margin_ == model.margin_
+    assert loaded.fit_time_ == model.fit_time_ > 0
     assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import numbers
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,6 +156,8 @@ class OCSDF(OutlierMixin, BaseEstimator):
     mean_, scale_ : ndarray, shape (n_features,)
         Standardisation: ``z = (x - mean_) / scale_``.
     history_ : TrainHistory
+    fit_time_ : float
+        Wall-clock seconds ``fit`` took (training, calibration and threshold).
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when fitted on a DataFrame with string column names.
@@ -290,6 +293,7 @@ class OCSDF(OutlierMixin, BaseEstimator):
         """
         self._validate_params()
         X = _check_X(self, X, reset=True)
+        start = time.perf_counter()
         device = _torch_device(self.device)
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         X, X_cal = self._calibration_split(X, seed)
@@ -336,6 +340,7 @@ class OCSDF(OutlierMixin, BaseEstimator):
             self.offset_ = 0.0
         else:
             self.offset_ = float(np.percentile(self._score_array(X), 100.0 * self.contamination))
+        self.fit_time_ = time.perf_counter() - start
         return self
 
     def _calibration_split(self, X: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray | None]:

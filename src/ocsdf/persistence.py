@@ -45,6 +45,7 @@ def save_model(model: OCSDF, path: str | Path) -> Path:
         "margin": model.margin_,
         "lipschitz": model.lipschitz_,
         "n_features_in": int(model.n_features_in_),
+        "fit_time_s": getattr(model, "fit_time_", None),
         "calibration_scores": (
             model.calibration_scores_.tolist() if hasattr(model, "calibration_scores_") else None
         ),
@@ -110,6 +111,8 @@ def load_model(path: str | Path, device: str = "cpu") -> OCSDF:
         model.offset_ = float(fitted["offset"])
         model.margin_ = float(fitted["margin"])
         model.n_features_in_ = int(fitted["n_features_in"])
+        if fitted.get("fit_time_s") is not None:
+            model.fit_time_ = float(fitted["fit_time_s"])
         if fitted.get("calibration_scores") is not None:
             model.calibration_scores_ = np.asarray(fitted["calibration_scores"], dtype=np.float64)
         if fitted.get("feature_names_in") is not None:
