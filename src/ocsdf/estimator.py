@@ -460,6 +460,35 @@ class OCSDF(OutlierMixin, BaseEstimator):
             )
         return self.calibration_scores_
 
+    def explain(self, X, top: int = 5, max_features: int | None = None, max_steps: int = 50):
+        """Counterfactual explanation of each row: the nearest point this model calls normal.
+
+        For each row with ``score_samples(x) < offset_``, walks along the score's gradient (in
+        standardised units, projected on the domain B) to ``f >= offset_`` and returns the point
+        ``x*`` reached, ``delta = x* - x`` in raw units and the features ranked by their
+        standardised change. ``max_features=k`` moves at most ``k`` features per row. See
+        :func:`ocsdf.explain.explain` for the algorithm and its guarantees.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_samples, n_features), raw units (validated like
+            ``score_samples``; zero rows give an empty result).
+        top : int, default 5
+            Ranked features per row.
+        max_features : int or None, default None
+        max_steps : int, default 50
+
+        Returns
+        -------
+        ocsdf.explain.Explanation
+            ``x``, ``x_star``, ``delta`` (n, d) raw units; ``score``, ``score_star``,
+            ``distance``, ``gap`` (n,) standardised units; ``flagged``, ``reached`` (n,);
+            ``top`` (n, k) feature indices; ``to_frame()`` for a table.
+        """
+        from .explain import explain
+
+        return explain(self, X, top=top, max_features=max_features, max_steps=max_steps)
+
     # ------------------------------------------------------------------ certificates
     def certified_radius(self, X, space: str = "raw") -> np.ndarray:
         """Certified l2 radius of each row around the threshold ``offset_``, shape (n_samples,).

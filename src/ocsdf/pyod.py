@@ -158,6 +158,33 @@ verbose
         X = check_array(X, dtype=np.float64)
         return -self.detector_.score_samples(X)
 
+    def explain(self, X, top: int = 5, max_features: int | None = None, max_steps: int = 50):
+        """Counterfactual explanation of each row: the nearest point the detector calls normal.
+
+        Delegates to :func:`ocsdf.explain.explain` on ``detector_`` with PyOD's threshold: a
+        row is explained when ``decision_function(x) > threshold_`` (``predict`` = 1), and the
+        walk goes to ``OCSDF`` score ``-threshold_``. ``x``, ``x_star``, ``delta`` (n, d) are in
+        raw units; ``score``, ``score_star``, ``threshold``, ``distance``, ``gap`` (n,) use
+        OCSDF's convention (high = normal, standardised units), not PyOD's.
+
+        Parameters
+        ----------
+        X : array-like, shape (n_samples, n_features)
+        top : int, default 5
+        max_features : int or None, default None
+            At most this many features move per row.
+        max_steps : int, default 50
+
+        Returns
+        -------
+        ocsdf.explain.Explanation
+        """
+        from .explain import explain
+
+        check_is_fitted(self, _FITTED)
+        return explain(self.detector_, X, top=top, max_features=max_features,
+                       max_steps=max_steps, threshold=-float(self.threshold_))
+
     @property
     def lipschitz_(self) -> float:
         """Sound l2 Lipschitz bound of the score in standardised units (``detector_``'s)."""
