@@ -321,3 +321,29 @@ def test_register_and_run_write_the_table(tmp_path: Path):
     assert "exchangeab" in md and "IForest conformal" in md and "| (all) " in md
     assert (tmp_path / "thresholds.csv").is_file() and (tmp_path / "thresholds.json").is_file()
     assert run is args.func
+
+
+# ----------------------------------------------------------------------------- PyOD detector
+@pytest.mark.parametrize("name", REAL_SETS[:1])
+def test_pyod_detector_threshold_by_fpr(name):
+    """OCSDFDetector(fpr=t): PyOD's threshold_/predict keep the test FPR within the interval of
+    the target, and its p-values are those of the wrapped estimator (same checks as above)."""
+    pytest.importorskip("pyod")
+    from ocsdf.pyod import OCSDFDetector
+
+    _, normal, anomalies = _real(name)
+    train, _, _ = oc_split(name, seed=0)
+    for t in (0.01, 0.1):
+        det = OCSDFDetector(fpr=t, random_state=0, **REAL).fit(train)
+        est = det.detector_
+        n_cal = len(est.calibration_scores_)
+        assert det.threshold_ == -est.offset_  # PyOD sign: higher = more abnormal
+        fpr = det.predict(normal).mean()  # PyOD: 1 = outlier
+        lo, hi = conformal_fpr_interval(t, n_cal, len(normal))
+        assert lo <= fpr <= hi, f"{name}: PyOD test FPR {fpr:.4f} outside [{lo:.4f}, {hi:.4f}]"
+        np.testing.assert_array_equal(det.predict(normal) == 1, est.predict(normal) == -1)
+        np.testing.assert_array_equal(det.labels_, (det.decision_scores_ > det.threshold_) * 1)
+    p = det.predict_pvalue(normal)
+    np.testing.assert_array_equal(p, est.predict_pvalue(normal))
+    assert stats.ks_2samp(est.calibration_scores_, est.score_samples(normal)).pvalue > 0.01
+    assert np.median(det.predict_pvalue(anomalies)) < 0.05

@@ -41,18 +41,31 @@ class OCSDFDetector(BaseDetector):
     ``decision_scores_`` (PyOD's rule), ``predict`` gives 1 for outliers and 0 for inliers, and
     ``predict_proba`` rescales the scores linearly to [0, 1] (from :class:`BaseDetector`).
 
+    **Thresholds.** PyOD's rule is a quantile of the *training* scores, which the network has
+    fitted: held-out normal rows score lower, so the share of them flagged is not
+    ``contamination`` (and the data must contain that share of outliers for the rule to mean
+    anything; ``docs/results/thresholds.md``, rows "OCSDF train-quantile": above the 99 %
+    binomial interval of the target in 8 of 30 runs at 0.01). With ``fpr=t``, the wrapped
+    estimator holds out 20 % of the rows, and ``threshold_`` is set by split-conformal
+    calibration on them so that a new normal row is flagged with probability at most ``t``
+    (exchangeable data; see ``ocsdf.OCSDF``);
+    ``predict_pvalue`` then gives conformal p-values.
+
     Parameters
     ----------
     contamination : float in (0, 0.5], default 0.1
-        Expected share of outliers; sets ``threshold_`` (PyOD's default 0.1). It does not
-        change the training of the network.
+        Expected share of outliers; sets ``threshold_`` (PyOD's default 0.1) unless ``fpr`` is
+        given. It does not change the training of the network.
+    fpr : float in (0, 1), optional
+        Target false-positive rate: ``threshold_`` from a held-out calibration split (20 % of
+        the rows, which then do not train the network) instead of ``contamination``.
     width, depth, activation, margin, lam, n_steps, warmup_steps, batch_size, n_newton_steps, \
 learning_rate, domain, domain_size, standardize, random_state, device, n_threads, \
 verbose
         Passed unchanged to :class:`ocsdf.OCSDF` (same defaults; ``margin="auto"`` is the
         label-free rule: 0.05 x the median nearest-neighbour distance in standardised units).
-        OCSDF's own thresholds (``contamination``, ``fpr``, ``calibration_size``) are not
-        exposed: PyOD's ``contamination`` rule sets ``threshold_``, and every row trains.
+        OCSDF's ``contamination`` and ``calibration_size`` are not exposed: PyOD's
+        ``contamination`` rule (or ``fpr``) sets ``threshold_``.
 
     Attributes
     ----------
@@ -97,6 +110,7 @@ verbose
         device: str = "cpu",
         n_threads: int | None = 1,
         verbose: bool = False,
+        fpr: float | None = None,
     ) -> None:
         # BaseDetector only stores ``contamination`` (and rejects one outside (0, 0.5]).
         super().__init__(contamination=contamination)
@@ -117,11 +131,12 @@ verbose
         self.device = device
         self.n_threads = n_threads
         self.verbose = verbose
+        self.fpr = fpr
 
     def _make_estimator(self) -> OCSDF:
         """The wrapped OCSDF with this detector's hyper-parameters (threshold left to PyOD)."""
         params = {k: v for k, v in self.get_params().items() if k != "contamination"}
-        return OCSDF(**params, contamination="auto")
+        return OCSDF(**params, contamination="auto")  # fpr, when given, calibrates offset_
 
     def fit(self, X, y=None) -> OCSDFDetector:
         """Fit OCSDF on ``X`` (unlabelled; ``y`` is ignored, as in every PyOD detector).
@@ -143,7 +158,19 @@ verbose
         self.detector_ = self._make_estimator().fit(X)
         self.decision_scores_ = -self.detector_.score_samples(X)
         self._process_decision_scores()
+        if self.fpr is not None:
+            # PyOD flags decision > threshold_, i.e. score < offset_: OCSDF's conformal rule.
+            self.threshold_ = -float(self.detector_.offset_)
+            self.labels_ = (self.decision_scores_ > self.threshold_).astype(int)
         return self
+
+    def predict_pvalue(self, X) -> np.ndarray:
+        """Split-conformal p-values of ``X``, shape (n_samples,), in (0, 1]; small = anomalous.
+
+        Needs ``fpr`` (a calibration split); see :meth:`ocsdf.OCSDF.predict_pvalue`.
+        """
+        check_is_fitted(self, _FITTED)
+        return self.detector_.predict_pvalue(check_array(X, dtype=np.float64))
 
     def decision_function(self, X) -> np.ndarray:
         """Outlier scores of ``X``: ``-OCSDF.score_samples(X)``, higher = more abnormal.
