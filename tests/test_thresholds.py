@@ -24,17 +24,19 @@ from ocsdf import OCSDF
 from ocsdf.bench.thresholds import (
     METHODS,
     binomial_fpr_interval,
+    calibration_size_runs,
     conformal_fpr_interval,
     findings,
     register,
     run,
     summarise,
+    summarise_calibration_sizes,
     threshold_runs,
 )
 from ocsdf.certify import lipschitz_in, pgd_attack
 from ocsdf.data import oc_split
 from ocsdf.errors import InputError
-from ocsdf.estimator import conformal_pvalues, conformal_threshold
+from ocsdf.estimator import auto_calibration_size, conformal_pvalues, conformal_threshold
 
 SMALL = {"width": 32, "depth": 2, "n_steps": 300, "warmup_steps": 30}
 REAL = {"width": 64, "depth": 2, "n_steps": 600, "warmup_steps": 60}
@@ -127,17 +129,20 @@ def cal_model(gauss) -> OCSDF:
 
 def test_fit_with_fpr_sets_conformal_offset(cal_model):
     cal = cal_model.calibration_scores_
-    assert cal.shape == (100,) and np.all(np.diff(cal) >= 0)  # 0.2 x 500, sorted
+    # auto: 10 / 0.05 = 200 rows = 0.4 x 500, within [0.2, 0.5]; sorted
+    assert cal.shape == (200,) and np.all(np.diff(cal) >= 0)
     assert cal_model.offset_ == conformal_threshold(cal, 0.05)
 
 
 def test_predict_alpha_matches_model_fitted_with_that_fpr(gauss, cal_model):
     x = gauss[1]
     np.testing.assert_array_equal(cal_model.predict(x, alpha=0.05), cal_model.predict(x))
-    other = OCSDF(fpr=0.1, random_state=0, **SMALL).fit(gauss[0])
-    # the network and the split do not depend on fpr: same calibration, only the offset moves
-    np.testing.assert_array_equal(other.calibration_scores_, cal_model.calibration_scores_)
-    np.testing.assert_array_equal(cal_model.predict(x, alpha=0.1), other.predict(x))
+    # With a fixed calibration_size the network and the split do not depend on fpr: same
+    # calibration, only the offset moves ("auto" sizes the split from fpr).
+    one = OCSDF(fpr=0.05, calibration_size=0.2, random_state=0, **SMALL).fit(gauss[0])
+    other = OCSDF(fpr=0.1, calibration_size=0.2, random_state=0, **SMALL).fit(gauss[0])
+    np.testing.assert_array_equal(other.calibration_scores_, one.calibration_scores_)
+    np.testing.assert_array_equal(one.predict(x, alpha=0.1), other.predict(x))
     assert np.any(other.predict(x) == -1) and np.any(other.predict(x) == 1)
 
 
@@ -189,9 +194,16 @@ def test_refit_without_calibration_drops_old_scores(gauss):
     assert not hasattr(model, "calibration_scores_")
 
 
+def test_auto_calibration_size():
+    assert auto_calibration_size(0.1, 10_000) == 0.2  # 10 / 0.1 = 100 rows: 20 % is plenty
+    assert auto_calibration_size(0.05, 500) == pytest.approx(0.4)  # 200 rows
+    assert auto_calibration_size(0.01, 827) == 0.5  # 1000 rows wanted: capped at half
+    assert auto_calibration_size(0.01, 0) == 0.5
+
+
 def test_calibration_split_too_small(gauss):
     with pytest.raises(InputError, match="leaves too few rows"):
-        OCSDF(fpr=0.1, n_steps=5).fit(gauss[0][:2])  # round(0.2 x 2) = 0 calibration rows
+        OCSDF(fpr=0.1, n_steps=5).fit(gauss[0][:2])  # auto 0.5 x 2 = 1 row: 1 row to train
     with pytest.raises(InputError, match="leaves too few rows"):
         OCSDF(fpr=0.1, calibration_size=0.5, n_steps=5).fit(gauss[0][:3])  # 1 row to train
 
@@ -270,6 +282,23 @@ def test_certified_pvalue_interval_holds_under_attack():
 
 
 # ----------------------------------------------------------------------------- the benchmark
+def test_calibration_size_runs_tiny():
+    tiny = {"width": 16, "depth": 1, "n_steps": 60, "warmup_steps": 6}
+    try:
+        runs = calibration_size_runs("thyroid", 0, (0.1, 0.5), (0.05,), ocsdf_params=tiny)
+    except FileNotFoundError as err:
+        pytest.skip(f"ADBench data not available: {err}")
+    assert [(r["size"], r["n_cal"], r["n_train"]) for r in runs] == [(0.1, 184, 1655),
+                                                                      (0.5, 920, 919)]
+    for r in runs:
+        assert r["conformal_lo"] <= 0.05 <= r["conformal_hi"] and 0.5 < r["auroc"] <= 1
+    # more calibration rows, narrower interval of the test FPR
+    assert runs[1]["conformal_hi"] - runs[1]["conformal_lo"] < (
+        runs[0]["conformal_hi"] - runs[0]["conformal_lo"])
+    rows = summarise_calibration_sizes(runs)
+    assert [r["calibration_size"] for r in rows] == [0.1, 0.5] and rows[0]["seeds"] == 1
+
+
 def test_threshold_runs_tiny():
     try:
         runs = threshold_runs("thyroid", seed=1, fprs=(0.05, 0.1),

@@ -124,8 +124,9 @@ def _add_fit(sub: argparse._SubParsersAction) -> None:
                    help="expected outlier fraction in (0, 0.5] for the threshold, or 'auto' "
                    "(threshold f = 0; default)")
     p.add_argument("--fpr", type=_auto_or_float(0.0, 0.999), default=None,
-                   help="target false-positive rate in (0, 1): hold out 20%% of the rows to "
-                   "calibrate the threshold (split-conformal); enables p-values")
+                   help="target false-positive rate in (0, 1): hold out 20-50%% of the rows "
+                   "(at least 10/FPR when possible) to calibrate the threshold "
+                   "(split-conformal); enables p-values")
     p.add_argument("--domain", choices=("box", "ball", "unit"), default="box",
                    help="domain B of the negatives, standardised units: box [-s, s]^d, ball of "
                    "radius s, or the pixel box [0, 1]^d (box)")

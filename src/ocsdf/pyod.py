@@ -46,7 +46,8 @@ class OCSDFDetector(BaseDetector):
     ``contamination`` (and the data must contain that share of outliers for the rule to mean
     anything; ``docs/results/thresholds.md``, rows "OCSDF train-quantile": above the 99 %
     binomial interval of the target in 8 of 30 runs at 0.01). With ``fpr=t``, the wrapped
-    estimator holds out 20 % of the rows, and ``threshold_`` is set by split-conformal
+    estimator holds out 20-50 % of the rows (``OCSDF``'s ``calibration_size="auto"``), and
+    ``threshold_`` is set by split-conformal
     calibration on them so that a new normal row is flagged with probability at most ``t``
     (exchangeable data; see ``ocsdf.OCSDF``);
     ``predict_pvalue`` then gives conformal p-values.
@@ -57,8 +58,8 @@ class OCSDFDetector(BaseDetector):
         Expected share of outliers; sets ``threshold_`` (PyOD's default 0.1) unless ``fpr`` is
         given. It does not change the training of the network.
     fpr : float in (0, 1), optional
-        Target false-positive rate: ``threshold_`` from a held-out calibration split (20 % of
-        the rows, which then do not train the network) instead of ``contamination``.
+        Target false-positive rate: ``threshold_`` from a held-out calibration split (20-50 %
+        of the rows, which then do not train the network) instead of ``contamination``.
     width, depth, activation, margin, lam, n_steps, warmup_steps, batch_size, n_newton_steps, \
 learning_rate, domain, domain_size, standardize, random_state, device, n_threads, \
 verbose
