@@ -167,11 +167,17 @@ def test_dataframe_feature_names_and_to_frame(gauss, shifted):
     assert e2.feature_names == [f"x{i}" for i in range(5)] and e2.top.shape == (5, 5)
 
 
-def test_method_matches_function(model, shifted):
+def test_method_matches_function(model, shifted, gauss):
     a = model.explain(shifted[:20], top=3, max_features=2, max_steps=10)
     b = explain(model, shifted[:20], top=3, max_features=2, max_steps=10)
     np.testing.assert_array_equal(a.x_star, b.x_star)
     np.testing.assert_array_equal(a.top, b.top)
+    # a deeper level: more rows explained, every reached x* scores at least that level
+    level = float(np.median(model.score_samples(gauss)))  # the typical normal score
+    assert level > model.offset_
+    deep = model.explain(shifted[:20], threshold=level)
+    assert deep.threshold == level and deep.flagged.sum() >= a.flagged.sum()
+    assert np.all(deep.score_star[deep.reached & deep.flagged] >= level)
 
 
 def _message(fn, *args) -> str:
