@@ -23,7 +23,8 @@ from .errors import InputError, ModelFileError
 
 __all__ = ["BENCH_MODULES", "COMMAND_MODULES", "build_parser", "main"]
 
-BENCH_MODULES = ["speed", "defaults", "tabular", "robustness", "thresholds", "toy", "explain"]
+BENCH_MODULES = ["speed", "defaults", "tabular", "robustness", "thresholds", "toy", "explain",
+                 "shapes"]
 # Top-level commands that live in their own module ``ocsdf.commands.NAME`` (each module has
 # ``register(subparsers)``); a name whose module is absent is skipped.
 COMMAND_MODULES = ["reconstruct", "explain", "report"]
