@@ -307,7 +307,6 @@ def cmd_score(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from .estimator import OCSDF
-    from .io import write_csv_atomic
 
     model = OCSDF.load(args.model, device=args.device)
     X = _read_for_model(model, args.data, args.columns, args.model)
@@ -318,15 +317,26 @@ def cmd_score(args: argparse.Namespace) -> int:
     n_out = int((label == -1).sum())
     summary = (f"scored {len(out)} rows of {args.data}: {n_out} flagged as outliers "
                f"(label -1), {len(out) - n_out} inliers")
-    if args.output:
-        with _writing(args.output):
-            write_csv_atomic(out, args.output, header=True)
-        print(f"{summary}; wrote {args.output}")
+    _write_rows(out, args.output, summary)
+    return 0
+
+
+def _write_rows(table, output: str | None, summary: str) -> None:
+    """Write a per-row result table as CSV to ``output`` (atomically) or to stdout.
+
+    The one-line ``summary`` goes to stdout after the file, or to stderr when the table itself
+    is on stdout (so that ``ocsdf score ... > out.csv`` keeps the CSV clean).
+    """
+    from .io import write_csv_atomic
+
+    if output:
+        with _writing(output):
+            write_csv_atomic(table, output, header=True)
+        print(f"{summary}; wrote {output}")
     else:
-        out.to_csv(sys.stdout, index=False, lineterminator="\n")
+        table.to_csv(sys.stdout, index=False, lineterminator="\n")
         sys.stdout.flush()
         print(summary, file=sys.stderr)
-    return 0
 
 
 def _read_for_model(model, path: str, columns: Sequence[str] | None, model_dir: str

@@ -8,7 +8,6 @@ change (:meth:`ocsdf.explain.Explanation.to_frame`).
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -50,9 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """``ocsdf explain``: load a model, explain every row of a file, write the CSV. Returns 0."""
-    from ..cli import _as_model_input, _writing
+    from ..cli import _as_model_input, _write_rows
     from ..explain import explain
-    from ..io import write_csv_atomic
 
     model = load_model(args.model, args.device)
     X = read_rows(model, args.data, args.columns, args.model, allow_empty=True)
@@ -67,24 +65,15 @@ def cmd_explain(args: argparse.Namespace) -> int:
     n_flag = int(np.asarray(ex.flagged, dtype=bool).sum())
     summary = (f"explained {len(out)} rows of {args.data}: {n_flag} flagged as outliers; "
                f"top {args.top} features per row (certified_radius: l2, raw feature units)")
-    if args.output:
-        with _writing(args.output):
-            write_csv_atomic(out, args.output, header=True)
-        print(f"{summary}; wrote {args.output}")
-    else:
-        out.to_csv(sys.stdout, index=False, lineterminator="\n")
-        sys.stdout.flush()
-        print(summary, file=sys.stderr)
+    _write_rows(out, args.output, summary)
     return 0
 
 
 def load_model(model_dir: str, device: str = "cpu"):
-    """``OCSDF.load(model_dir)`` on ``device`` (raises ModelFileError / ValueError)."""
-    from ..estimator import OCSDF, _torch_device
+    """``OCSDF.load(model_dir, device=device)`` (raises ModelFileError, or a one-line
+    ValueError for a bad or unavailable device)."""
+    from ..estimator import OCSDF
 
-    if device == "cpu":
-        return OCSDF.load(model_dir)
-    _torch_device(device)  # a one-line ValueError for a bad or unavailable device
     return OCSDF.load(model_dir, device=device)
 
 

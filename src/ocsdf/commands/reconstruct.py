@@ -17,18 +17,9 @@ from ..errors import InputError
 __all__ = ["register", "cmd_reconstruct"]
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ocsdf reconstruct``."""
+    from ..cli import _positive_int
     from ..surface import DEFAULT_STEPS
 
     p = subparsers.add_parser(
