@@ -279,3 +279,14 @@ def test_score_and_certify_take_a_device(model_dir, train_csv, tmp_path, capsys)
             "--png", str(tmp_path / "r.png"), "--device", "cuda"]
     assert main(argv) == 2
     assert "CUDA is not available" in _one_error_line(capsys)
+
+
+def test_missing_optional_dependency_is_one_line(monkeypatch, tmp_path, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "trimesh", None)  # as if the mesh extra were absent
+    pts = tmp_path / "p.xyz"
+    np.savetxt(pts, np.random.default_rng(0).normal(size=(50, 3)))
+    assert main(["reconstruct", str(pts), "-o", str(tmp_path / "m.ply")]) == 2
+    line = _one_error_line(capsys)
+    assert "needs the package 'trimesh'" in line and "ocsdf[mesh]" in line

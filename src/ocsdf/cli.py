@@ -31,6 +31,10 @@ COMMAND_MODULES = ["reconstruct", "explain", "report"]
 DEMO_DATASETS = ("moons", "circles", "one-cloud", "two-clouds", "two-blobs", "blob-cloud")
 DEMO_RADIUS = 5.0  # the ball B of the toy sets (standardised units), as in ocsdf.data.oc_split
 _USER_ERRORS = (InputError, ModelFileError, FileNotFoundError, ValueError, OSError)
+# Optional dependencies -> the pyproject extra that installs them (for a one-line error).
+_EXTRAS = {"trimesh": "mesh", "skimage": "mesh", "rtree": "mesh", "scipy": "mesh",
+           "onnx": "deploy", "onnxruntime": "deploy", "pyod": "pyod", "shap": "bench",
+           "deel": "bench", "pyarrow": "parquet"}
 
 
 # ---------------------------------------------------------------------------- option types
@@ -518,6 +522,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ocsdf: interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as err:
+        top = (err.name or "").split(".")[0]
+        if top not in _EXTRAS:
+            raise
+        print(f"ocsdf: error: this command needs the package {top!r}: "
+              f"pip install 'ocsdf[{_EXTRAS[top]}]'", file=sys.stderr)
+        return 2
     except _USER_ERRORS as err:
         print(f"ocsdf: error: {_first_line(err)}", file=sys.stderr)
         return 2
