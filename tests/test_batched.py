@@ -178,6 +178,7 @@ def test_fit_many_estimators_save_load_and_calibrate(tmp_path):
     np.testing.assert_allclose(loaded.score_samples(outliers), a.score_samples(outliers),
                                atol=1e-9)
     np.testing.assert_allclose(loaded.predict_pvalue(normal), a.predict_pvalue(normal))
+    assert a.fit_time_ == b.fit_time_ > 0 and loaded.fit_time_ == a.fit_time_  # amortised
 
 
 def test_fit_many_rejects_bad_input():
