@@ -70,6 +70,41 @@ def test_winding_number_tolerates_a_hole(sphere):
     assert np.linalg.norm(pts - [1.0, 2.0, 3.0], axis=1).max() < 1.0
 
 
+def _winding_number_numpy(mesh, query: np.ndarray) -> np.ndarray:
+    """The former plain-numpy winding number (van Oosterom & Strackee), as the reference."""
+    tri = np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces)]
+    rel = tri[None, :, :, :] - np.asarray(query, dtype=np.float64)[:, None, None, :]
+    a, b, c = rel[:, :, 0], rel[:, :, 1], rel[:, :, 2]
+    la, lb, lc = (np.linalg.norm(v, axis=-1) for v in (a, b, c))
+    det = np.einsum("qfi,qfi->qf", a, np.cross(b, c))
+    den = (la * lb * lc + np.einsum("qfi,qfi->qf", a, b) * lc
+           + np.einsum("qfi,qfi->qf", a, c) * lb + np.einsum("qfi,qfi->qf", b, c) * la)
+    return np.abs(np.arctan2(det, den).sum(axis=1) / (2.0 * np.pi))
+
+
+def test_winding_number_matches_the_numpy_formula(sphere):
+    holed = sphere.copy()
+    holed.update_faces(np.arange(len(holed.faces)) >= 8)
+    q = np.random.default_rng(0).uniform(-0.5, 4.5, size=(300, 3))
+    ref = _winding_number_numpy(holed, q)
+    # small chunks: several (points x faces) blocks, the last one partial
+    for chunk in (1_000, 100_000):
+        np.testing.assert_allclose(surface.winding_number(holed, q, chunk_pairs=chunk), ref,
+                                   rtol=0, atol=1e-9)
+    assert surface.winding_number(holed, np.empty((0, 3))).shape == (0,)
+
+
+def test_sample_inside_refuses_a_double_sided_sheet():
+    # two double-sided unit squares at z = 0 and z = 1: winding number 0 everywhere
+    v = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0]], dtype=float)
+    v = np.vstack([v, v + [0, 0, 1]])
+    f = np.array([[0, 1, 2], [0, 2, 3]])
+    faces = np.vstack([f, f[:, ::-1], f + 4, f[:, ::-1] + 4])
+    sheet = trimesh.Trimesh(v, faces, process=False)
+    with pytest.raises(InputError, match="encloses almost no volume"):
+        surface.sample_inside(sheet, 100, seed=0)
+
+
 def test_frame_is_isotropic():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1000, 3)) * [10.0, 1.0, 0.1] + [5.0, 0.0, -2.0]
@@ -264,3 +299,63 @@ def test_shapes_study_small(tmp_path):
     assert base["evaluated"] == 1.0  # no Lipschitz bound: no pruning
     assert ours["fit_s"] > 0 and ours["extract_s"] > 0
     assert figures[0].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_shapes_run_merges_into_the_existing_table(tmp_path, monkeypatch):
+    import json
+
+    import pandas as pd
+
+    from ocsdf.bench import shapes
+    from ocsdf.bench.report import write_table
+
+    out = tmp_path / "results"
+    (out / "shapes").mkdir(parents=True)
+    (out / "shapes" / "a.png").write_bytes(b"png")
+    old = [{"mesh": m, "method": k, "chamfer": c}
+           for m, c in (("a.STL", 0.1), ("b.STL", 0.2)) for k in ("ocsdf", "deepsdf-baseline")]
+    write_table(old, "shapes", out, notes="Whole run: 640 s wall.", command="ocsdf bench old")
+    (tmp_path / "meshes").mkdir()
+    for name in ("b.STL", "c.obj", "d.obj"):
+        (tmp_path / "meshes" / name).write_text("")
+
+    def fake_study(meshes, **kw):
+        rows = [{"mesh": p.name, "method": "ocsdf", "chamfer": 0.5} if p.name != "d.obj"
+                else {"mesh": p.name, "method": "-", "error": "no volume"} for p in meshes]
+        kw["on_mesh"](rows, [])
+        return rows, []
+
+    monkeypatch.setattr(shapes, "shapes_study", fake_study)
+    parser = argparse.ArgumentParser()
+    shapes.register(parser.add_subparsers())
+    args = parser.parse_args(["shapes", "--meshes", "c,b", "--steps", "7", "--data-dir",
+                              str(tmp_path), "--out-dir", str(out)])
+    assert shapes.run(args) == 0
+    df = pd.read_csv(out / "shapes.csv")
+    assert list(zip(df["mesh"], df["method"], df["chamfer"], strict=True)) == [
+        ("a.STL", "ocsdf", 0.1), ("a.STL", "deepsdf-baseline", 0.1),
+        ("b.STL", "ocsdf", 0.5), ("c.obj", "ocsdf", 0.5)]
+    md = (out / "shapes.md").read_text()
+    assert "Command: `ocsdf bench shapes --meshes c,b --steps 7" in md
+    assert "rows of a.STL are kept from the previous table" in md
+    assert "- a.STL: `ocsdf bench old`" in md and "640 s wall" in md
+    assert "shapes/a.png" in md
+    meta = json.loads((out / "shapes.json").read_text())
+    assert [p["meshes"] for p in meta["parts"]] == [["a.STL"], ["c.obj", "b.STL"]]
+    assert len(meta["rows"]) == 4
+    # a second merge keeps the parts; a mesh that failed goes to the notes, not the rows
+    args = parser.parse_args(["shapes", "--meshes", "b,d", "--data-dir", str(tmp_path),
+                              "--out-dir", str(out)])
+    assert shapes.run(args) == 0
+    meta = json.loads((out / "shapes.json").read_text())
+    assert [p["meshes"] for p in meta["parts"]] == [["a.STL"], ["c.obj"], ["b.STL", "d.obj"]]
+    assert meta["parts"][-1]["errors"] == {"d.obj": "no volume"}
+    df = pd.read_csv(out / "shapes.csv")
+    assert list(df["mesh"]) == ["a.STL", "a.STL", "b.STL", "c.obj"]
+    assert "error" not in df.columns
+    assert "d.obj is not in the table: no volume." in (out / "shapes.md").read_text()
+    args = parser.parse_args(["shapes", "--meshes", "c", "--data-dir", str(tmp_path),
+                              "--out-dir", str(out)])
+    assert shapes.run(args) == 0  # the earlier failure stays in the notes
+    assert "d.obj is not in the table: no volume." in (out / "shapes.md").read_text()
+    assert len(json.loads((out / "shapes.json").read_text())["parts"]) == 3
