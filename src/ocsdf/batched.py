@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -36,7 +35,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .domain import Domain, Standardizer
+from .domain import Domain
 from .errors import InputError
 from .nn import GroupSort, LipschitzMLP, make_mlp
 from .training import TrainConfig, TrainHistory, _optimizer
@@ -424,16 +423,7 @@ def fit_many(
     InputError
         Lengths differ, no model, or the data sets have different numbers of features.
     """
-    from sklearn.utils import check_random_state
-
-    from .estimator import (
-        OCSDF,  # noqa: F811 - the runtime import (the module-level one is for type checkers)
-        _check_X,
-        _torch_device,
-        _torch_threads,
-        conformal_threshold,
-        label_free_margin,
-    )
+    from .estimator import OCSDF, _torch_device, _torch_threads  # noqa: F811 (runtime import)
 
     n_models = len(X_list)
     if n_models < 1:
@@ -447,71 +437,36 @@ def fit_many(
     start = time.perf_counter()
     ests = [OCSDF(margin=m, random_state=s, **ocsdf_params) for m, s in zip(margins, seeds)]
     first = ests[0]
-    first._validate_params()
     device = _torch_device(first.device)
 
+    # Each estimator prepares its own data exactly as OCSDF.fit does (seed, calibration split,
+    # standardisation, margin); only the training is shared.
     z_by_key: dict[int, torch.Tensor] = {}
     data: list[torch.Tensor] = []
-    run_seeds: list[int] = []
-    cal_sets: list[np.ndarray | None] = []
-    train_sets: list[np.ndarray] = []
+    prepared = []
     for est, X in zip(ests, X_list):
-        est._validate_params()
-        Xv = _check_X(est, X, reset=True)
+        seed, X_tr, X_cal, z = est._prepare_fit(X)
         if est.n_features_in_ != first.n_features_in_:
             raise InputError(f"every data set needs {first.n_features_in_} features, got "
                              f"{est.n_features_in_}")
-        seed = int(check_random_state(est.random_state).randint(2**31 - 1))
-        X_tr, X_cal = est._calibration_split(Xv, seed)
-        std = Standardizer.fit(X_tr, enabled=est.standardize)
-        est.mean_, est.scale_ = std.mean, std.scale
-        z = std.transform(X_tr)
-        est.margin_ = (
-            label_free_margin(z, seed=seed) if est.margin == "auto" else float(est.margin)
-        )
         # The same input object without a calibration split gives the same z: share it.
         key = id(X) if X_cal is None else -(len(data) + 1)
         if key not in z_by_key:
             z_by_key[key] = torch.as_tensor(z, dtype=torch.float32, device=device)
         data.append(z_by_key[key])
-        run_seeds.append(seed)
-        cal_sets.append(X_cal)
-        train_sets.append(X_tr)
+        prepared.append((seed, X_tr, X_cal))
 
-    config = TrainConfig(
-        n_steps=int(first.n_steps), warmup_steps=int(first.warmup_steps),
-        batch_size=int(first.batch_size), n_newton_steps=int(first.n_newton_steps),
-        lam=float(first.lam), lr=float(first.learning_rate),
-    )
-    nets = []
-    for seed in run_seeds:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            nets.append(make_mlp(first.n_features_in_, int(first.width), int(first.depth),
-                                 first.activation))
+    run_seeds = [p[0] for p in prepared]
+    nets = [est._initial_network(seed) for est, seed in zip(ests, run_seeds)]
     batched = BatchedLipschitzMLP.from_models(nets).to(device)
+    # config.margin and config.seed are per model here (margins_, run_seeds).
+    config = first._train_config(run_seeds[0])
     with _torch_threads(first.n_threads):
         histories = train_batched(
             batched, data, first._domain(), config, [e.margin_ for e in ests], run_seeds,
             progress=progress or bool(first.verbose), desc=desc)
-    for est, net, hist, X_tr, X_cal in zip(ests, batched.split(), histories, train_sets,
-                                           cal_sets):
-        est.history_ = hist
-        est._set_model(net)
-        if X_cal is not None:
-            est.calibration_scores_ = np.sort(est._score_array(X_cal))
-        if est.fpr is not None:
-            est.offset_ = conformal_threshold(est.calibration_scores_, float(est.fpr))
-            if not np.isfinite(est.offset_):
-                warnings.warn(
-                    f"fpr={est.fpr:g} with {len(est.calibration_scores_)} calibration rows: "
-                    "nothing will be flagged; give more rows or a larger calibration_size",
-                    stacklevel=2,
-                )
-        elif est.contamination == "auto":
-            est.offset_ = 0.0
-        else:
-            est.offset_ = float(np.percentile(est._score_array(X_tr), 100.0 * est.contamination))
+    for est, net, hist, (_, X_tr, X_cal) in zip(ests, batched.split(), histories, prepared):
+        est._finish_fit(net, hist, X_tr, X_cal)
     amortised = (time.perf_counter() - start) / n_models  # the batched run's share per model
     for est in ests:
         est.fit_time_ = amortised

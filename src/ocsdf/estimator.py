@@ -296,19 +296,41 @@ class OCSDF(OutlierMixin, BaseEstimator):
         -------
         self
         """
+        start = time.perf_counter()
+        seed, X_tr, X_cal, z = self._prepare_fit(X)
+        device = _torch_device(self.device)
+        model = self._initial_network(seed).to(device)
+        zt = torch.as_tensor(z, dtype=torch.float32, device=device)
+        with _torch_threads(self.n_threads):
+            history = train(model, zt, self._domain(), self._train_config(seed),
+                            progress=bool(self.verbose))
+        self._finish_fit(model, history, X_tr, X_cal)
+        self.fit_time_ = time.perf_counter() - start
+        return self
+
+    # The steps of ``fit`` before and after training, shared with ``ocsdf.batched.fit_many``.
+    def _prepare_fit(self, X) -> tuple[int, np.ndarray, np.ndarray | None, np.ndarray]:
+        """Validate, draw the seed, split off calibration rows, standardise, choose the margin.
+
+        Returns ``(seed, X_train (raw), X_calibration (raw) or None, z_train (standardised))``
+        and sets ``n_features_in_``, ``mean_``, ``scale_``, ``margin_``.
+        """
         self._validate_params()
         X = _check_X(self, X, reset=True)
-        start = time.perf_counter()
-        device = _torch_device(self.device)
+        _torch_device(self.device)
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
-        X, X_cal = self._calibration_split(X, seed)
-        std = Standardizer.fit(X, enabled=self.standardize)
+        X_tr, X_cal = self._calibration_split(X, seed)
+        std = Standardizer.fit(X_tr, enabled=self.standardize)
         self.mean_, self.scale_ = std.mean, std.scale
-        z = std.transform(X)
+        z = std.transform(X_tr)
         self.margin_ = (
             label_free_margin(z, seed=seed) if self.margin == "auto" else float(self.margin)
         )
-        config = TrainConfig(
+        return seed, X_tr, X_cal, z
+
+    def _train_config(self, seed: int) -> TrainConfig:
+        """The :class:`TrainConfig` of this estimator's hyper-parameters (after ``margin_``)."""
+        return TrainConfig(
             n_steps=int(self.n_steps),
             warmup_steps=int(self.warmup_steps),
             batch_size=int(self.batch_size),
@@ -318,15 +340,18 @@ class OCSDF(OutlierMixin, BaseEstimator):
             lr=float(self.learning_rate),
             seed=seed,
         )
+
+    def _initial_network(self, seed: int) -> LipschitzMLP:
+        """The untrained network, initialised from ``seed`` (global RNG state left alone)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            model = make_mlp(X.shape[1], int(self.width), int(self.depth), self.activation)
-        model = model.to(device)
-        zt = torch.as_tensor(z, dtype=torch.float32, device=device)
-        with _torch_threads(self.n_threads):
-            self.history_: TrainHistory = train(
-                model, zt, self._domain(), config, progress=bool(self.verbose)
-            )
+            return make_mlp(self.n_features_in_, int(self.width), int(self.depth),
+                            self.activation)
+
+    def _finish_fit(self, model: LipschitzMLP, history: TrainHistory, X_tr: np.ndarray,
+                    X_cal: np.ndarray | None) -> None:
+        """Store the trained network, the calibration scores and the threshold ``offset_``."""
+        self.history_ = history
         self._set_model(model)
         if X_cal is not None:
             self.calibration_scores_ = np.sort(self._score_array(X_cal))
@@ -339,14 +364,13 @@ class OCSDF(OutlierMixin, BaseEstimator):
                     f"fpr={self.fpr:g} with {len(self.calibration_scores_)} calibration rows: "
                     f"nothing will be flagged (needs at least {int(np.ceil(1 / self.fpr)) - 1} "
                     "calibration rows); give more rows or a larger calibration_size",
-                    stacklevel=2,
+                    stacklevel=3,
                 )
         elif self.contamination == "auto":
             self.offset_ = 0.0
         else:
-            self.offset_ = float(np.percentile(self._score_array(X), 100.0 * self.contamination))
-        self.fit_time_ = time.perf_counter() - start
-        return self
+            self.offset_ = float(
+                np.percentile(self._score_array(X_tr), 100.0 * self.contamination))
 
     def _calibration_split(self, X: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray | None]:
         """(rows to train on, calibration rows or None), split at random with ``seed``."""
