@@ -343,26 +343,46 @@ def _write_rows(table, output: str | None, summary: str) -> None:
         print(summary, file=sys.stderr)
 
 
-def _read_for_model(model, path: str, columns: Sequence[str] | None, model_dir: str
-                    ) -> np.ndarray:
-    """Rows of ``path`` as the (n, d) float64 array ``model`` expects.
+def _read_for_model(
+    model,
+    path: str,
+    columns: Sequence[str] | None,
+    model_dir: str,
+    exclude: Sequence[str] = (),
+    allow_empty: bool = False,
+) -> np.ndarray:
+    """Rows of ``path`` as the (n, d) float64 array (raw units) that ``model`` expects.
 
     With no ``columns``, a file with a header and a model fitted with feature names gives the
-    model's columns by name (in the model's order); otherwise every column, by position.
+    model's columns by name (in the model's order); otherwise every column but ``exclude`` (a
+    label column, say), by position. Raises :class:`InputError` (one line) for missing columns,
+    a wrong width, NaN/inf or non-numeric columns. With ``allow_empty`` a file with a header and
+    no data rows gives shape (0, d) instead of an error.
     """
     from .io import load_table, select_numeric
 
-    table = load_table(path)
+    try:
+        table = load_table(path)
+    except InputError as err:
+        if not (allow_empty and "no data rows" in str(err)):
+            raise
+        table = _empty_table(Path(path))
+    present = [str(c) for c in table.frame.columns]
     model_names = getattr(model, "feature_names_in_", None)
     if columns is None and model_names is not None and table.has_header:
-        present = {str(c) for c in table.frame.columns}
-        missing = [str(n) for n in model_names if str(n) not in present]
+        missing = [str(n) for n in model_names if str(n) not in set(present)]
         if missing:
             raise InputError(
                 f"{path} lacks columns the model was fitted on: {missing}; "
                 "choose columns with --columns"
             )
         columns = [str(n) for n in model_names]
+    elif columns is None and exclude:
+        columns = [c for c in present if c not in set(exclude)]
+    elif columns is not None and exclude:
+        clash = [c for c in columns if c in set(exclude)]
+        if clash:
+            raise InputError(f"column {clash[0]!r} is the label column and cannot be a feature")
     X, names = select_numeric(table, columns)
     expected = int(model.n_features_in_)
     if X.shape[1] != expected:
@@ -372,6 +392,23 @@ def _read_for_model(model, path: str, columns: Sequence[str] | None, model_dir: 
         )
     _check_finite(X, names, table.path)
     return X
+
+
+def _empty_table(path: Path):
+    """A data file with columns but no data rows, as a Table of float64 columns."""
+    import pandas as pd
+
+    from .io import CSV_SUFFIXES, NPZ_SUFFIXES, Table, _load_csv, _load_npz, _load_parquet
+
+    suffix = path.suffix.lower()
+    if suffix in CSV_SUFFIXES:
+        table = _load_csv(path, sep="\t" if suffix == ".tsv" else ",")
+    elif suffix in NPZ_SUFFIXES:
+        table = _load_npz(path)
+    else:
+        table = _load_parquet(path)
+    frame = pd.DataFrame({c: pd.Series([], dtype=np.float64) for c in table.frame.columns})
+    return Table(frame, table.has_header, table.path)
 
 
 def _as_model_input(model, X: np.ndarray):

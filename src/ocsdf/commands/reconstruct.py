@@ -19,7 +19,7 @@ __all__ = ["register", "cmd_reconstruct"]
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ocsdf reconstruct``."""
-    from ..cli import _positive_int
+    from ..cli import _add_device, _positive_int
     from ..surface import DEFAULT_STEPS
 
     p = subparsers.add_parser(
@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument("--preview", metavar="PNG",
                    help="preview image (default: OUT with .png)")
-    p.add_argument("--device", default="cpu", help="torch device (cpu)")
+    _add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_reconstruct)
 

@@ -17,7 +17,7 @@ __all__ = ["register", "cmd_report"]
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``report`` sub-command to the ``ocsdf`` parser."""
-    from ..cli import _column_list, _positive_int
+    from ..cli import _add_device, _column_list, _positive_int
 
     p = subparsers.add_parser(
         "report", help="write a self-contained HTML report of a model on a data file",
@@ -39,22 +39,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="feature columns (default: the model's feature names when the file "
                    "has a header, else every column but the labels)")
     p.add_argument("--title", help="page heading (default: OCSDF report: MODEL on DATA)")
-    p.add_argument("--device", default="cpu", help="torch device to score on (cpu)")
+    _add_device(p)
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``ocsdf report``: load a model and a file, write the HTML report. Returns 0."""
-    from ..cli import _as_model_input, _writing
+    from ..cli import _as_model_input, _read_for_model, _writing
+    from ..estimator import OCSDF
     from ..report import Report
-    from .explain import load_model, read_rows
 
-    model = load_model(args.model, args.device)
+    model = OCSDF.load(args.model, device=args.device)
     labels, exclude = None, ()
     if args.labels is not None:
         labels, name = _read_labels(args.data, args.labels)
         exclude = (name,)
-    X = read_rows(model, args.data, args.columns, args.model, exclude=exclude)
+    X = _read_for_model(model, args.data, args.columns, args.model, exclude=exclude)
     title = args.title or f"OCSDF report: {Path(args.model).name} on {Path(args.data).name}"
     report = Report(model, _as_model_input(model, X), labels=labels, top_rows=args.top_rows,
                     top_features=args.top_features, title=title, source=str(args.data))
