@@ -203,3 +203,13 @@ def test_write_csv_atomic_failure_leaves_old_file(tmp_path):
         write_csv_atomic(Boom({"a": [1]}), out)
     assert out.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir()] == ["out.csv"]
+
+
+def test_load_table_allow_empty_gives_zero_rows(tmp_path):
+    f = tmp_path / "header_only.csv"
+    f.write_text("a,b\n")
+    with pytest.raises(InputError, match="no data rows"):
+        load_table(f)
+    table = load_table(f, allow_empty=True)
+    assert table.frame.shape == (0, 2) and list(table.frame.columns) == ["a", "b"]
+    assert all(t == np.float64 for t in table.frame.dtypes) and table.has_header

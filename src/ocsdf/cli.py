@@ -361,12 +361,7 @@ def _read_for_model(
     """
     from .io import load_table, select_numeric
 
-    try:
-        table = load_table(path)
-    except InputError as err:
-        if not (allow_empty and "no data rows" in str(err)):
-            raise
-        table = _empty_table(Path(path))
+    table = load_table(path, allow_empty=allow_empty)
     present = [str(c) for c in table.frame.columns]
     model_names = getattr(model, "feature_names_in_", None)
     if columns is None and model_names is not None and table.has_header:
@@ -392,23 +387,6 @@ def _read_for_model(
         )
     _check_finite(X, names, table.path)
     return X
-
-
-def _empty_table(path: Path):
-    """A data file with columns but no data rows, as a Table of float64 columns."""
-    import pandas as pd
-
-    from .io import CSV_SUFFIXES, NPZ_SUFFIXES, Table, _load_csv, _load_npz, _load_parquet
-
-    suffix = path.suffix.lower()
-    if suffix in CSV_SUFFIXES:
-        table = _load_csv(path, sep="\t" if suffix == ".tsv" else ",")
-    elif suffix in NPZ_SUFFIXES:
-        table = _load_npz(path)
-    else:
-        table = _load_parquet(path)
-    frame = pd.DataFrame({c: pd.Series([], dtype=np.float64) for c in table.frame.columns})
-    return Table(frame, table.has_header, table.path)
 
 
 def _as_model_input(model, X: np.ndarray):

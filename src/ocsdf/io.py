@@ -85,11 +85,12 @@ def read_table(
     return select_numeric(load_table(path), columns)
 
 
-def load_table(path: str | os.PathLike) -> Table:
+def load_table(path: str | os.PathLike, allow_empty: bool = False) -> Table:
     """Read ``path`` into a :class:`Table` without choosing or checking columns.
 
     Raises :class:`InputError` for a missing, empty, unreadable or corrupt file, an unknown
-    extension, or an NPZ array that is not 2-D.
+    extension, or an NPZ array that is not 2-D. With ``allow_empty``, a file that has columns
+    but no data rows gives a Table of zero rows (float64 columns) instead of an error.
     """
     path = Path(path)
     if not path.exists():
@@ -117,7 +118,10 @@ def load_table(path: str | os.PathLike) -> Table:
     if table.frame.shape[1] == 0:
         raise InputError(f"empty file: {path} has no columns")
     if table.frame.shape[0] == 0:
-        raise InputError(f"empty file: {path} has no data rows")
+        if not allow_empty:
+            raise InputError(f"empty file: {path} has no data rows")
+        frame = pd.DataFrame({c: pd.Series([], dtype=np.float64) for c in table.frame.columns})
+        table = Table(frame, table.has_header, table.path)
     return table
 
 
