@@ -59,3 +59,19 @@ def test_register_parses_options():
     assert args.datasets == ["wine"] and args.seeds == 2 and args.protocol == "ad"
     assert args.steps_scale == 0.5 and args.out_dir == "x" and args.threads == 1
     assert callable(args.func)
+
+
+def test_explicit_cpu_device_gives_the_same_numbers(wine_rows):
+    rows = defaults_study(["wine"], [TINY], seeds=1, protocol="oc", device="cpu")
+    for a, b in zip(rows, wine_rows, strict=True):
+        assert (a["dataset"], a["config"]) == (b["dataset"], b["config"])
+        assert a["auroc"] == b["auroc"] and a["auroc_seeds"] == b["auroc_seeds"]
+        both_nan = math.isnan(a["margin_"]) and math.isnan(b["margin_"])  # the summary row
+        assert a["margin_"] == b["margin_"] or both_nan
+
+
+def test_register_device_option():
+    parser = argparse.ArgumentParser(prog="ocsdf bench")
+    register(parser.add_subparsers(dest="study"))
+    assert parser.parse_args(["defaults"]).device == "cpu"
+    assert parser.parse_args(["defaults", "--device", "cuda"]).device == "cuda"

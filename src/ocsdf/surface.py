@@ -327,6 +327,8 @@ class SurfaceFit:
     fit_seconds : float
     model : object
         The fitted estimator/network.
+    device : str, default "cpu"
+        Torch device ``func`` runs on (where the model was trained).
     """
 
     func: Callable[[torch.Tensor], torch.Tensor]
@@ -336,12 +338,13 @@ class SurfaceFit:
     points: np.ndarray
     fit_seconds: float
     model: object
+    device: str = "cpu"
 
     def score_raw(self, x: np.ndarray) -> np.ndarray:
         """``(f(z) - level) * scale`` at raw points (n, 3): the fitted signed distance to the
         extracted surface in raw units (> 0 inside), shape (n,)."""
         z = self.frame.to_std(x)
-        return (_evaluate(self.func, z) - self.level) * self.frame.scale
+        return (_evaluate(self.func, z, device=self.device) - self.level) * self.frame.scale
 
 
 def _evaluate(func, z: np.ndarray, batch: int = GRID_BATCH, device: str = "cpu") -> np.ndarray:
@@ -377,7 +380,8 @@ def _fast_forward(net: torch.nn.Sequential) -> Callable[[torch.Tensor], torch.Te
         w = lin.weight.detach()
         if perm is not None:
             w = w[:, perm]
-        b = lin.bias.detach() if lin.bias is not None else torch.zeros(w.shape[0], dtype=w.dtype)
+        b = (lin.bias.detach() if lin.bias is not None
+             else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device))
         params.append((w.t().contiguous(), b.contiguous()))
         k = w.shape[0]
         # unit j of cat(max, min) is unit perm[j] of the sorted-pairs layout
@@ -436,7 +440,7 @@ def fit_surface(
     level = float(np.percentile(_evaluate(func, z, device=device), percentile))
     # model.lipschitz_ bounds the float64 network; add room for float32 rounding.
     lip = float(model.lipschitz_) * (1 + 1e-4)
-    return SurfaceFit(func, frame, level, lip, z, seconds, model)
+    return SurfaceFit(func, frame, level, lip, z, seconds, model, str(device))
 
 
 def deepsdf_radius(z: np.ndarray) -> float:
@@ -503,7 +507,7 @@ def fit_deepsdf(
         opt.step()
     net.eval().requires_grad_(False)
     seconds = time.perf_counter() - t0
-    return SurfaceFit(net, frame, 0.0, None, z, seconds, net)
+    return SurfaceFit(net, frame, 0.0, None, z, seconds, net, str(device))
 
 
 # ---------------------------------------------------------------------------- extraction

@@ -32,7 +32,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from ..data import load_adbench
-from ..estimator import OCSDF
+from ..estimator import OCSDF, _torch_device
 
 __all__ = [
     "DEFAULT_CONFIGS",
@@ -108,9 +108,9 @@ def _scale_steps(params: dict, steps_scale: float) -> dict:
     return params
 
 
-def _fit_one(X, y, params: dict, protocol: str, seed: int) -> dict:
+def _fit_one(X, y, params: dict, protocol: str, seed: int, device: str = "cpu") -> dict:
     train_idx, test_idx = _split(y, protocol, seed)
-    model = OCSDF(**params, random_state=seed)
+    model = OCSDF(**{"device": device, **params}, random_state=seed)
     t0 = time.perf_counter()
     model.fit(X[train_idx])
     fit_s = time.perf_counter() - t0
@@ -130,6 +130,7 @@ def defaults_study(
     n_threads: int = 1,
     steps_scale: float = 1.0,
     verbose: bool = False,
+    device: str = "cpu",
 ) -> list[dict]:
     """Compare OCSDF configurations over data sets and seeds.
 
@@ -151,6 +152,9 @@ def defaults_study(
         Multiplies every ``n_steps`` (and sets ``warmup_steps = n_steps // 10``), for quick runs.
     verbose : bool, default False
         Print one line per fit to stderr.
+    device : str, default "cpu"
+        Torch device for training and scoring ("cpu", "cuda", "cuda:1", ...); results are
+        identical in format.
 
     Returns
     -------
@@ -165,7 +169,10 @@ def defaults_study(
     ------
     FileNotFoundError
         When the benchmark data is absent.
+    ValueError
+        A bad ``device``, or CUDA asked for and not available (before any work).
     """
+    _torch_device(device)
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
@@ -187,7 +194,7 @@ def defaults_study(
             runs: dict[str, list[dict]] = {name: [] for name in names}
             for seed in seed_list:
                 for name, params in zip(names, params_list, strict=True):
-                    result = _fit_one(X, y, params, protocol, seed)
+                    result = _fit_one(X, y, params, protocol, seed, device)
                     runs[name].append(result)
                     if verbose:
                         print(f"[defaults] {dataset} {name} seed={seed} "
@@ -271,6 +278,8 @@ def summary_markdown(rows: Sequence[dict]) -> str:
 # ---------------------------------------------------------------------- CLI
 def register(subparsers) -> argparse.ArgumentParser:
     """Add ``ocsdf bench defaults`` to ``subparsers`` (from ``add_subparsers``)."""
+    from ..cli import _add_device
+
     p = subparsers.add_parser(
         "defaults",
         help="choose the default network size and training length by measurement",
@@ -291,6 +300,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder holding adbench/ (default: found)")
     p.add_argument("--out-dir", default="docs/results", help="output folder (default: %(default)s)")
     p.add_argument("--name", default="defaults", help="output file stem (default: %(default)s)")
+    _add_device(p)
     p.set_defaults(func=run)
     return p
 
@@ -306,6 +316,8 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     """Run the study with the parsed ``args`` and write the tables; returns 0."""
     from .report import write_table
 
+    device = getattr(args, "device", "cpu")
+    _torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
     by_name = {config_name(c): c for c in DEFAULT_CONFIGS}
     if args.configs:
         unknown = [c for c in args.configs if c not in by_name]
@@ -319,7 +331,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     t0 = time.perf_counter()
     rows = defaults_study(args.datasets, configs, args.seeds, protocol=args.protocol,
                           data_dir=args.data_dir, n_threads=args.threads,
-                          steps_scale=args.steps_scale, verbose=True)
+                          steps_scale=args.steps_scale, verbose=True, device=device)
     total = time.perf_counter() - t0
     torch.set_num_threads(args.threads)  # so that the machine line reports what was used
     skipped = [config_name(c) for c in DEFAULT_CONFIGS if c not in configs]
@@ -338,6 +350,9 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
         f"with other processes; times are single-thread unless stated). Total runtime "
         f"{total / 60:.1f} min.",
     ]
+    if device != "cpu":
+        notes.append(f"Models trained and scored on torch device `{device}` (fit and score "
+                     "times are that device's).")
     if args.steps_scale != 1.0:
         notes.append(f"Quick run: every n_steps multiplied by {args.steps_scale:g}.")
     if skipped:

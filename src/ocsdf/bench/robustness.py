@@ -21,7 +21,7 @@ from sklearn.metrics import roc_auc_score
 from ..baselines import train_conventional
 from ..certify import certified_auroc, local_lipschitz, pgd_attack
 from ..data import oc_split
-from ..estimator import OCSDF
+from ..estimator import OCSDF, _torch_device
 from .report import write_table
 
 __all__ = ["robustness_benchmark", "register", "run"]
@@ -45,25 +45,32 @@ def robustness_benchmark(
     restarts: int = 3,
     seed: int = 0,
     data_dir: str | None = None,
+    device: str = "cpu",
 ) -> list[dict]:
     """Rows (one per budget) comparing OCSDF and the conventional network on ``dataset``.
 
     ``n_eval`` normal and ``n_eval`` anomalous test rows are attacked (the first ones of the
     split). Returns dicts with eps, OCSDF certified/clean/attacked AUROC, conventional attacked
     AUROC, local Lipschitz constants and fit times.
+
+    ``device``: torch device for training and scoring both networks and for the attacks
+    ("cpu", "cuda", "cuda:1", ...); results are identical in format. A bad device, or CUDA
+    asked for and absent, raises ``ValueError`` before any work.
     """
+    dev = _torch_device(device)
     train, normal, anomalous = oc_split(dataset, seed=seed, data_dir=data_dir)
     t0 = time.perf_counter()
     model = OCSDF(n_steps=n_steps, random_state=seed,
-                  domain="ball" if train.shape[1] == 2 else "box").fit(train)
+                  domain="ball" if train.shape[1] == 2 else "box", device=device).fit(train)
     fit_ours = time.perf_counter() - t0
-    mean, scale = torch.as_tensor(model.mean_), torch.as_tensor(model.scale_)
+    mean = torch.as_tensor(model.mean_, device=dev)
+    scale = torch.as_tensor(model.scale_, device=dev)
 
     def ours(z):
         return model.score_tensor(z * scale + mean)
 
     def std(x):
-        return (torch.as_tensor(x) - mean) / scale
+        return (torch.as_tensor(x, device=dev) - mean) / scale
 
     xn, xa, zt = std(normal[:n_eval]), std(anomalous[:n_eval]), std(train)
     torch.manual_seed(seed)
@@ -72,7 +79,7 @@ def robustness_benchmark(
                              n_steps=n_steps, margin=model.margin_, seed=seed).double()
     fit_conv = time.perf_counter() - t0
     with torch.no_grad():
-        cert = certified_auroc(ours(xn).numpy(), ours(xa).numpy(), np.asarray(eps),
+        cert = certified_auroc(ours(xn).cpu().numpy(), ours(xa).cpu().numpy(), np.asarray(eps),
                                model.lipschitz_)
     lip_ours, lip_conv = local_lipschitz(ours, zt), local_lipschitz(net, zt)
     rows = []
@@ -93,6 +100,8 @@ def robustness_benchmark(
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ocsdf bench robustness``."""
+    from ..cli import _add_device
+
     p = subparsers.add_parser(
         "robustness", help="OCSDF vs a conventional network under the same l2 attack",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
@@ -106,14 +115,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out-dir", default="docs/results")
+    _add_device(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the study and write ``robustness_conventional_DATASET.{md,csv,json}``."""
+    device = getattr(args, "device", "cpu")
+    _torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
     eps = tuple(float(v) for v in args.eps.split(","))
     rows = robustness_benchmark(args.dataset, eps, args.steps, n_iter=args.attack_steps,
-                                restarts=args.restarts, seed=args.seed, data_dir=args.data_dir)
+                                restarts=args.restarts, seed=args.seed, data_dir=args.data_dir,
+                                device=device)
     notes = (
         "One-class split (half the normal rows to train; the first 300 held-out normal rows and "
         "300 anomalies attacked). Both networks have the same shape and see the same "
@@ -123,6 +136,9 @@ def run(args: argparse.Namespace) -> int:
         "bound of OCSDF's AUROC under any attack of that budget; the conventional network has "
         "none (its Lipschitz constant is not controlled)."
     )
+    if device != "cpu":
+        notes += (f" Both networks trained, scored and attacked on torch device `{device}` "
+                  "(fit times are that device's).")
     path = write_table(rows, f"robustness_conventional_{args.dataset}", args.out_dir,
                        title=f"Robustness: OCSDF vs a conventional network ({args.dataset})",
                        notes=notes)

@@ -54,6 +54,7 @@ def shapes_study(
     methods: tuple[str, ...] = ("ocsdf", "deepsdf-baseline"),
     verbose: bool = False,
     on_mesh: Callable[[list[dict], list[Path]], object] | None = None,
+    device: str = "cpu",
 ) -> tuple[list[dict], list[Path]]:
     """Run the study; returns ``(rows, figures)``: one row per mesh and method, one PNG per mesh.
 
@@ -62,8 +63,15 @@ def shapes_study(
 
     Distances (Chamfer, SDF errors) are divided by the true mesh's bounding-box diagonal so that
     shapes of different sizes compare; ``diag`` gives it in the mesh's units.
+
+    ``device``: torch device for training and scoring both methods (OCSDF and the DeepSDF-style
+    baseline) and for the grid evaluation ("cpu", "cuda", "cuda:1", ...); results are identical
+    in format. A bad device, or CUDA asked for and absent, raises ``ValueError`` before any work.
     """
     from .. import surface
+    from ..estimator import _torch_device
+
+    _torch_device(device)
 
     steps = surface.DEFAULT_STEPS if n_steps is None else n_steps
     rows: list[dict] = []
@@ -83,15 +91,15 @@ def shapes_study(
         previews = [("truth", truth)]
         for method in methods:
             if method == "ocsdf":
-                fit = surface.fit_surface(points, n_steps=steps, seed=seed)
+                fit = surface.fit_surface(points, n_steps=steps, seed=seed, device=device)
             elif method == "deepsdf-baseline":
-                fit = surface.fit_deepsdf(points, n_steps=steps, seed=seed)
+                fit = surface.fit_deepsdf(points, n_steps=steps, seed=seed, device=device)
             else:
                 raise InputError(f"unknown method {method!r}")
             row = {"mesh": path.name, "method": method, "points": n_points, "steps": steps,
                    "grid": grid, "diag": diag, "truth_watertight": bool(truth.is_watertight)}
             try:
-                res = surface.extract_surface(fit, grid)
+                res = surface.extract_surface(fit, grid, device=device)
             except ValueError as err:  # the level set is empty on the grid
                 row.update(error=str(err), fit_s=fit.fit_seconds)
                 rows.append(row)
@@ -167,6 +175,7 @@ there.
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ocsdf bench shapes``."""
+    from ..cli import _add_device
     from ..surface import DEFAULT_STEPS
 
     p = subparsers.add_parser(
@@ -183,6 +192,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     p.add_argument("--data-dir", default=None, help="data folder holding meshes/")
     p.add_argument("--out-dir", default="docs/results")
+    _add_device(p)
     p.set_defaults(func=run)
 
 
@@ -255,6 +265,10 @@ def run(args: argparse.Namespace) -> int:
     """
     import json
 
+    from ..estimator import _torch_device
+
+    device = getattr(args, "device", "cpu")
+    _torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
     torch.set_num_threads(args.threads)
     data = find_data_dir(args.data_dir)
     if data is None or not (data / "meshes").is_dir():
@@ -271,7 +285,8 @@ def run(args: argparse.Namespace) -> int:
     fig_dir = Path(args.out_dir) / "shapes"
     t0 = time.perf_counter()
     command = (f"ocsdf bench shapes --meshes {','.join(names)} --steps {args.steps} --grid "
-               f"{args.grid} --points {args.points} --seed {args.seed} --threads {args.threads}")
+               f"{args.grid} --points {args.points} --seed {args.seed} --threads {args.threads}"
+               + (f" --device {device}" if device != "cpu" else ""))
 
     def write(rows: list[dict], figures: list[Path]) -> Path:
         done = len({r["mesh"] for r in rows})
@@ -293,6 +308,10 @@ def run(args: argparse.Namespace) -> int:
             notes = (f"Whole run: {wall:.0f} s wall{partial} for {', '.join(run_names)}; the "
                      f"rows of {', '.join(kept)} are kept from the previous table (same settings "
                      "unless the commands below differ). Parts:\n\n" + "\n".join(lines))
+        if device != "cpu":
+            notes += (f"\n\nThis run ({', '.join(run_names)}) trained and evaluated both "
+                      f"methods on torch device `{device}`: its `fit_s` and `extract_s` are that "
+                      "device's times, not one CPU thread's.")
         old_failed = {m: e for pt in old_parts for m, e in pt["errors"].items()}
         failed_all = {**old_failed, **failed}
         extra = []  # per mesh: why it is missing, then what is known about it
@@ -319,6 +338,6 @@ def run(args: argparse.Namespace) -> int:
 
     rows, figures = shapes_study(meshes, n_points=args.points, n_steps=args.steps,
                                  grid=args.grid, seed=args.seed, fig_dir=fig_dir, verbose=True,
-                                 on_mesh=write)
+                                 on_mesh=write, device=device)
     print(write(rows, figures))
     return 0

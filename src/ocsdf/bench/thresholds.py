@@ -33,7 +33,7 @@ from sklearn.ensemble import IsolationForest
 from sklearn.utils import check_random_state
 
 from ..data import ADBENCH_FILES, oc_split
-from ..estimator import OCSDF, conformal_threshold
+from ..estimator import OCSDF, _torch_device, conformal_threshold
 from .report import write_table
 
 __all__ = [
@@ -94,14 +94,18 @@ def threshold_runs(
     n_steps: int | None = None,
     data_dir: str | None = None,
     ocsdf_params: dict | None = None,
+    device: str = "cpu",
 ) -> list[dict]:
     """One seed on one data set: a dict per (target, method) with the measured FPR and recall.
 
     ``ocsdf_params`` overrides OCSDF's hyper-parameters (``n_steps`` too); the network does
     not depend on the target (only its threshold does), so it is trained once per seed.
+    ``device``: torch device for training and scoring OCSDF ("cpu", "cuda", "cuda:1", ...);
+    results are identical in format (a ``"device"`` in ``ocsdf_params`` wins).
     """
+    _torch_device(device)
     train, test_normal, anomalies = oc_split(dataset, seed=seed, data_dir=data_dir)
-    params = {**_ocsdf_params(n_steps), **(ocsdf_params or {})}
+    params = {"device": device, **_ocsdf_params(n_steps), **(ocsdf_params or {})}
     t0 = time.perf_counter()
     # The table's protocol holds out exactly 20 % (OCSDF's "auto" may hold out more).
     model = OCSDF(fpr=float(fprs[0]), calibration_size=0.2, random_state=seed,
@@ -231,13 +235,20 @@ def thresholds_benchmark(
     data_dir: str | None = None,
     ocsdf_params: dict | None = None,
     verbose: bool = False,
+    device: str = "cpu",
 ) -> tuple[list[dict], list[dict]]:
-    """Run every (data set, seed); return ``(table rows, per-run dicts)``."""
+    """Run every (data set, seed); return ``(table rows, per-run dicts)``.
+
+    ``device``: torch device for training and scoring OCSDF ("cpu", "cuda", "cuda:1", ...);
+    results are identical in format. A bad device, or CUDA asked for and absent, raises
+    ``ValueError`` before any work.
+    """
+    _torch_device(device)
     runs: list[dict] = []
     for dataset in datasets:
         for seed in range(seeds):
             t0 = time.perf_counter()
-            rs = threshold_runs(dataset, seed, fprs, n_steps, data_dir, ocsdf_params)
+            rs = threshold_runs(dataset, seed, fprs, n_steps, data_dir, ocsdf_params, device)
             runs += rs
             if verbose:
                 fp = ", ".join(f"{r['method']}@{r['target']:g}: {r['fpr']:.3f}" for r in rs
@@ -254,6 +265,7 @@ def calibration_size_runs(
     fprs: Sequence[float] = DEFAULT_FPRS,
     data_dir: str | None = None,
     ocsdf_params: dict | None = None,
+    device: str = "cpu",
 ) -> list[dict]:
     """The calibration-size trade-off on one split: one dict per (size, target FPR).
 
@@ -261,16 +273,18 @@ def calibration_size_runs(
     ``1 - s`` of the training half and calibrates on ``s``: more calibration rows make the
     test FPR steadier (a narrower conformal interval), fewer training rows may cost AUROC.
     Keys: dataset, seed, size, target, fpr, recall, auroc, n_cal, n_train, conformal_lo/hi,
-    fit_s.
+    fit_s. ``device``: torch device for training and scoring OCSDF ("cpu", "cuda", ...);
+    results are identical in format (a ``"device"`` in ``ocsdf_params`` wins).
     """
     from sklearn.metrics import roc_auc_score
 
+    _torch_device(device)
     train, test_normal, anomalies = oc_split(dataset, seed=seed, data_dir=data_dir)
     out = []
     for size in sizes:
         t0 = time.perf_counter()
         model = OCSDF(fpr=float(fprs[0]), calibration_size=float(size), random_state=seed,
-                      **(ocsdf_params or {})).fit(train)
+                      **{"device": device, **(ocsdf_params or {})}).fit(train)
         fit_s = time.perf_counter() - t0
         s_norm, s_anom = model.score_samples(test_normal), model.score_samples(anomalies)
         auroc = float(roc_auc_score(np.r_[np.zeros(len(s_norm)), np.ones(len(s_anom))],
@@ -363,6 +377,8 @@ def command_text(args: argparse.Namespace) -> str:
         parts += ["--data-dir", str(args.data_dir)]
     if args.out_dir != "docs/results":
         parts += ["--out-dir", str(args.out_dir)]
+    if getattr(args, "device", "cpu") != "cpu":
+        parts += ["--device", str(args.device)]
     return shlex.join(parts)
 
 
@@ -387,6 +403,8 @@ def _rates(text: str) -> list[float]:
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``ocsdf bench thresholds``."""
+    from ..cli import _add_device
+
     p = subparsers.add_parser(
         "thresholds", help="target vs measured false-positive rate: conformal OCSDF vs "
         "IsolationForest",
@@ -407,12 +425,24 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--calibration-sizes", type=_rates, default=None, metavar="S1,S2,...",
                    help="instead: the calibration-size study (e.g. 0.1,0.2,0.3,0.5), written "
                    "to thresholds_calibration.{md,csv,json}")
+    _add_device(p)
     p.set_defaults(func=run)
     return p
 
 
+def _device(args: argparse.Namespace) -> str:
+    return getattr(args, "device", "cpu")
+
+
+def _device_note(args: argparse.Namespace) -> str:
+    """``", trained and scored on torch device `cuda`"`` ("" on the CPU)."""
+    device = _device(args)
+    return "" if device == "cpu" else f", trained and scored on torch device `{device}`"
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the study from parsed ``args`` and write ``thresholds.{md,csv,json}``."""
+    _torch_device(_device(args))  # fail at once (one line) when CUDA is asked for and absent
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     torch.set_num_threads(max(1, args.threads))
@@ -420,10 +450,11 @@ def run(args: argparse.Namespace) -> int:
     if getattr(args, "calibration_sizes", None):
         return _run_calibration_sizes(args, t0)
     rows, _ = thresholds_benchmark(args.datasets, args.fprs, args.seeds, args.steps,
-                                   args.data_dir, verbose=not args.quiet)
+                                   args.data_dir, verbose=not args.quiet, device=_device(args))
     wall = time.perf_counter() - t0
     steps = args.steps if args.steps is not None else OCSDF().n_steps
-    notes = (NOTES + f"\nOCSDF: default hyper-parameters, n_steps={steps}, margin 'auto'. "
+    notes = (NOTES + f"\nOCSDF: default hyper-parameters, n_steps={steps}, margin 'auto'"
+             f"{_device_note(args)}. "
              f"{args.seeds} seed(s) per data set; wall time {wall / 60:.1f} min.\n\n"
              "**Over all data sets and seeds** (the \"(all)\" rows at the end):\n\n"
              + findings(rows) + "\n")
@@ -441,7 +472,7 @@ def _run_calibration_sizes(args: argparse.Namespace, t0: float) -> int:
     for dataset in args.datasets:
         for seed in range(args.seeds):
             runs += calibration_size_runs(dataset, seed, args.calibration_sizes, args.fprs,
-                                          args.data_dir, params)
+                                          args.data_dir, params, device=_device(args))
             if not args.quiet:
                 print(f"{dataset} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
     rows = summarise_calibration_sizes(runs)
@@ -452,7 +483,7 @@ def _run_calibration_sizes(args: argparse.Namespace, t0: float) -> int:
     path = write_table(rows, "thresholds_calibration", args.out_dir,
                        title="Thresholds: how much data to hold out for calibration",
                        notes=CALIBRATION_NOTES + f"\nOCSDF: default hyper-parameters, "
-                       f"n_steps={steps}; wall time {wall / 60:.1f} min.\n",
+                       f"n_steps={steps}{_device_note(args)}; wall time {wall / 60:.1f} min.\n",
                        command=command)
     print(f"wrote {path} ({wall / 60:.1f} min)")
     return 0

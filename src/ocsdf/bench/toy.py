@@ -55,8 +55,10 @@ def paper_margin(name: str) -> float:
 
 
 def _conv_scores(net: torch.nn.Module, x: np.ndarray) -> np.ndarray:
+    device = next(net.parameters()).device  # score where the network was trained
     with torch.no_grad():
-        return net(torch.tensor(x, dtype=torch.float32)).reshape(-1).double().numpy()
+        xt = torch.tensor(x, dtype=torch.float32, device=device)
+        return net(xt).reshape(-1).double().cpu().numpy()
 
 
 def _sign_metrics(pred_inside: np.ndarray, inside: np.ndarray) -> tuple[float, float]:
@@ -112,19 +114,24 @@ def toy_study(
     seed: int = 0,
     fig_dir: str | Path | None = "docs/results/toy",
     verbose: bool = False,
+    device: str = "cpu",
 ) -> tuple[list[dict], list[Path]]:
     """Run the 2-D study; returns ``(rows, figures)``: one table row and one PNG per set.
 
     ``warmup_steps`` (uniform negatives, ``T = 0``) defaults to ``n_steps // 10``. Figures are
     written under ``fig_dir`` as ``SET.png`` (``None``: no figures). ``verbose``: print one
-    line per finished set.
+    line per finished set. ``device``: torch device for training and scoring OCSDF and the
+    conventional network ("cpu", "cuda", "cuda:1", ...); results are identical in format. A bad
+    device, or CUDA asked for and absent, raises ``ValueError`` before any work.
     """
     from scipy.spatial import cKDTree
     from sklearn.ensemble import IsolationForest
     from sklearn.svm import OneClassSVM
 
     from ..baselines import train_conventional
-    from ..estimator import OCSDF
+    from ..estimator import OCSDF, _torch_device
+
+    dev = _torch_device(device)
 
     warmup = n_steps // 10 if warmup_steps is None else warmup_steps
     rows: list[dict] = []
@@ -145,11 +152,13 @@ def toy_study(
         t0 = time.perf_counter()
         ours = OCSDF(width=width, depth=depth, margin=margin, lam=lam, n_steps=n_steps,
                      warmup_steps=warmup, batch_size=batch_size, n_newton_steps=n_newton_steps,
-                     domain="ball", domain_size=RADIUS, random_state=seed).fit(x)
+                     domain="ball", domain_size=RADIUS, random_state=seed,
+                     device=device).fit(x)
         t_ours = time.perf_counter() - t0
         t0 = time.perf_counter()
-        conv = train_conventional(torch.tensor(x, dtype=torch.float32), Ball(RADIUS), width,
-                                  depth, n_steps, batch_size, n_newton_steps, margin, 1e-3, seed)
+        conv = train_conventional(torch.tensor(x, dtype=torch.float32, device=dev), Ball(RADIUS),
+                                  width, depth, n_steps, batch_size, n_newton_steps, margin, 1e-3,
+                                  seed)
         t_conv = time.perf_counter() - t0
         t0 = time.perf_counter()
         ocsvm = OneClassSVM(kernel="rbf", nu=0.05, gamma=0.5).fit(x)
@@ -158,8 +167,9 @@ def toy_study(
         iforest = IsolationForest(contamination=0.05, random_state=seed).fit(x)
         t_if = time.perf_counter() - t0
 
-        lip_ours = local_lipschitz(ours.score_tensor, x)  # raw rows: the score users get
-        lip_conv = local_lipschitz(conv, x, torch.float32)
+        x_dev = torch.as_tensor(x, device=dev)  # the training rows, on the models' device
+        lip_ours = local_lipschitz(ours.score_tensor, x_dev)  # raw rows: the score users get
+        lip_conv = local_lipschitz(conv, x_dev, torch.float32)
 
         f_u = ours.score_samples(u)
         c_u = _conv_scores(conv, u)
@@ -250,6 +260,8 @@ Columns:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ocsdf bench toy``."""
+    from ..cli import _add_device
+
     p = subparsers.add_parser(
         "toy", help="the 2-D study: OCSDF vs OneClassSVM, IsolationForest, a ReLU network",
         description=__doc__.split("\n\n")[1] if __doc__ else None,
@@ -262,17 +274,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     p.add_argument("--out-dir", default="docs/results")
+    _add_device(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the study; write ``toy.{md,csv,json}`` and ``toy/SET.png`` under ``--out-dir``."""
+    from ..estimator import _torch_device
+
+    device = getattr(args, "device", "cpu")
+    _torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
     torch.set_num_threads(args.threads)
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     t0 = time.perf_counter()
     rows, figures = toy_study(sets, n_steps=args.steps, width=args.width, depth=args.depth,
                               seed=args.seed, fig_dir=Path(args.out_dir) / "toy",
-                              verbose=True)
+                              verbose=True, device=device)
     path = write_report(rows, figures, args, time.perf_counter() - t0)
     print(path)
     return 0
@@ -290,9 +307,14 @@ def write_report(rows: list[dict], figures: list[Path], args: argparse.Namespace
              "the conventional network's local Lipschitz constant, which grows with training, "
              "is therefore expected below Table 1's; the point is that it is far above 1 while "
              "OCSDF's stays <= 1.")
+    device = getattr(args, "device", "cpu")
+    if device != "cpu":
+        wall_note += (f"; OCSDF and the conventional network trained and scored on torch device "
+                      f"`{device}` (their `time_*_s` are that device's)")
     notes = (f"{scale} Whole run: {wall:.0f} s wall{wall_note}.\n\n{NOTES}\nFigures: "
              + ", ".join(f"`{Path(p).as_posix()}`" for p in figures))
     command = (f"ocsdf bench toy --sets {','.join(sets)} --steps {args.steps} --width "
-               f"{args.width} --depth {args.depth} --seed {args.seed} --threads {args.threads}")
+               f"{args.width} --depth {args.depth} --seed {args.seed} --threads {args.threads}"
+               + (f" --device {device}" if device != "cpu" else ""))
     return write_table(rows, "toy", args.out_dir, title="2-D study (paper section 4, Table 1)",
                        notes=notes, command=command)
