@@ -101,6 +101,11 @@ def test_deployment_rows_compare_with_isolation_forest():
     assert "OCSDF.score_samples (float64)" in variants
     ours = rows[variants.index("OCSDF.score_samples (float64)")]
     assert ours["value"] > 0 and ours["ratio_vs_reference"] > 0
+    for path in ("parametrised LipschitzMLP.forward (float32)",
+                 "exported plain network (float32)"):  # the three scoring paths of issue 11
+        row = rows[variants.index(path)]
+        assert row["value"] > 0 and row["unit"] == "rows/s"
+        assert row["ratio_vs_reference"] == pytest.approx(row["value"] / rows[0]["value"])
 
 
 def test_gpu_rows_say_plainly_when_there_is_no_gpu(rows):

@@ -22,6 +22,7 @@ process (so the ratios compare like with like even when absolute times drift):
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import statistics
 import time
@@ -383,6 +384,38 @@ def _scoring_rows(model: nn.Module, n_rows: int, seed: int) -> list[dict]:
     ]
 
 
+def _network_rows(model, x, label: str, rate_forest: float) -> list[dict]:
+    """Rows/s of the fitted model's two torch networks on raw rows ``x`` (n, d), float32: the
+    parametrised :class:`~ocsdf.nn.LipschitzMLP` (orthogonal weights recomputed by Cayley
+    solves for every batch) and the exported plain network (:func:`ocsdf.nn.export`). Both
+    time the standardisation too, in the same batches, alternated batch by batch so that they
+    share the machine load; neither applies the domain clipping of ``score_samples``. Ratios
+    are against IsolationForest's rate ``rate_forest``."""
+    mean = torch.as_tensor(model.mean_, dtype=torch.float32)
+    scale = torch.as_tensor(model.scale_, dtype=torch.float32)
+    param = copy.deepcopy(model.model_).float().eval()  # the estimator's own stays as is
+    plain = export(param, torch.float32)
+    xt = torch.as_tensor(x, dtype=torch.float32)
+    sec_param = sec_plain = 0.0
+    with torch.no_grad():
+        for batch in xt.split(_SCORE_BATCH):
+            t0 = time.perf_counter()
+            param((batch - mean) / scale)
+            t1 = time.perf_counter()
+            plain((batch - mean) / scale)
+            t2 = time.perf_counter()
+            sec_param += t1 - t0
+            sec_plain += t2 - t1
+    n = len(xt)
+    note = "standardisation + network, float32, batches of 65,536, no domain clipping"
+    return [
+        _row(label, "parametrised LipschitzMLP.forward (float32)", n / sec_param, "rows/s",
+             n / sec_param / rate_forest, note + "; Cayley solves redone per batch"),
+        _row(label, "exported plain network (float32)", n / sec_plain, "rows/s",
+             n / sec_plain / rate_forest, note + "; nn.Linear + GroupSort"),
+    ]
+
+
 def _deployed_rows(n_rows: int, dims: tuple[int, ...], seed: int) -> list[dict]:
     """Rows/s of the scoring paths a deployment uses, against IsolationForest, per dimension.
 
@@ -422,6 +455,7 @@ def _deployed_rows(n_rows: int, dims: tuple[int, ...], seed: int) -> list[dict]:
         rate_ours = n_rows / (time.perf_counter() - t0)
         rows.append(_row(label, "OCSDF.score_samples (float64)", rate_ours, "rows/s",
                          rate_ours / rate_forest, "128 x 3 exported network, batches of 65,536"))
+        rows += _network_rows(model, x, label, rate_forest)
         try:
             import onnxruntime as ort
 
@@ -561,7 +595,10 @@ using them during the run, so absolute times are noisy; the ratios are the resul
 - **scoring throughput, rows x d**: the paths a deployment uses on Gaussian rows of dimension d
   (3 and 30): IsolationForest's `decision_function` (the reference users know; ratio 1),
   `OCSDF.score_samples` of a default 128 x 3 model (float64 exported network with the
-  standardisation and domain clipping) and its ONNX graph in onnxruntime (float32).
+  standardisation and domain clipping), the same model's two torch networks in float32 on the
+  standardised rows (the parametrised `LipschitzMLP`, which redoes its Cayley solves for every
+  batch, and the exported plain `nn.Linear` + GroupSort network; no domain clipping) and its
+  ONNX graph in onnxruntime (float32).
 - **training step on GPU vs CPU**: milliseconds per step of `ocsdf.training.train` on the toy
   configuration and the dense MNIST one (784 -> 512 -> 512 -> 256 -> 1, batch 128, T = 16,
   box [0, 1]^784), CPU first (ratio 1) then the GPU named in the row; one row saying "no GPU"
