@@ -203,3 +203,19 @@ def test_batched_training_is_faster_than_separate_runs():
 
     r = speed_comparison(21, 8, n_steps=15)
     assert r["speedup"] >= 1.2, r
+
+
+def test_fit_many_trims_like_fit():
+    """fit_many(trim=q) runs OCSDF.fit's two stages: the same kept rows (same standardisation)
+    and, over a short run, the same scores up to rounding."""
+    x, _, outliers = _gaussian_vs_uniform()
+    params = dict(width=16, depth=2, n_steps=40, warmup_steps=5, trim=0.1)
+    many = fit_many([x, x], ["auto", 0.1], [0, 7], **params)
+    singles = [OCSDF(margin="auto", random_state=0, **params).fit(x),
+               OCSDF(margin=0.1, random_state=7, **params).fit(x)]
+    for a, b in zip(many, singles):
+        np.testing.assert_allclose(a.mean_, b.mean_, rtol=1e-12)
+        assert a.margin_ == pytest.approx(b.margin_, rel=1e-12) and a.trim == 0.1
+        np.testing.assert_allclose(a.score_samples(outliers), b.score_samples(outliers),
+                                   atol=1e-3)
+    assert not np.allclose(many[0].mean_, x.mean(axis=0))  # the refit saw fewer rows

@@ -150,6 +150,8 @@ def test_input_error_is_a_value_error():
         (dict(domain="cube"), "domain must be 'box', 'ball' or 'unit'"),
         (dict(n_steps=0), "n_steps must be an integer >= 1"),
         (dict(device="tpu9"), "device must be a torch device"),
+        (dict(trim=0.5), r"trim must be a float in \[0, 0.5\)"),
+        (dict(trim=-0.1), r"trim must be a float in \[0, 0.5\)"),
     ],
 )
 def test_bad_parameters_are_named(params, message):
@@ -161,3 +163,36 @@ def test_bad_parameters_are_named(params, message):
 def test_cuda_requested_without_cuda():
     with pytest.raises(ValueError, match="CUDA is not available"):
         OCSDF(**TINY, device="cuda").fit(np.random.default_rng(0).normal(size=(10, 2)))
+
+
+def test_trim_refits_on_the_rows_the_first_fit_scores_highest():
+    """trim=q is exactly: fit, drop the floor(q n) lowest-scoring rows, fit again (same seed)."""
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(size=(190, 3)), rng.normal(4.0, 0.3, size=(10, 3))]  # 5 % off-mode
+    params = dict(TINY, random_state=3)
+    first = OCSDF(**params).fit(X)
+    s = first.score_samples(X)
+    keep = np.sort(np.argsort(-s, kind="stable")[:190])  # 200 - floor(0.05 * 200)
+    by_hand = OCSDF(**params).fit(X[keep])
+    trimmed = OCSDF(**params, trim=0.05).fit(X)
+    np.testing.assert_array_equal(trimmed.mean_, by_hand.mean_)
+    assert trimmed.margin_ == by_hand.margin_
+    np.testing.assert_array_equal(trimmed.score_samples(X), by_hand.score_samples(X))
+    assert trimmed.lipschitz_ <= 1 + 1e-6
+
+
+def test_trim_helps_on_contaminated_training_rows():
+    """Unsupervised AD on ADBench thyroid (2.5 % anomalies among the training rows), seed 0:
+    measured AUROC 0.943 without trim, 0.980 with trim=0.1 (over 5 seeds, 95.0 -> 97.6 %:
+    docs/results/tabular_trim/tabular_ad.md)."""
+    from ocsdf.data import load_adbench
+
+    try:
+        X, y = load_adbench("thyroid")
+    except FileNotFoundError as err:
+        pytest.skip(f"ADBench data not available ({err}); set OCSDF_DATA_DIR")
+    plain = OCSDF(random_state=0).fit(X)
+    trimmed = OCSDF(random_state=0, trim=0.1).fit(X)
+    au_plain = roc_auc_score(y, -plain.score_samples(X))
+    au_trim = roc_auc_score(y, -trimmed.score_samples(X))
+    assert au_trim >= 0.97 and au_trim > au_plain + 0.01, (au_plain, au_trim)

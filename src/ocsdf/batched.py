@@ -457,15 +457,28 @@ def fit_many(
         prepared.append((seed, X_tr, X_cal))
 
     run_seeds = [p[0] for p in prepared]
-    nets = [est._initial_network(seed) for est, seed in zip(ests, run_seeds)]
-    batched = BatchedLipschitzMLP.from_models(nets).to(device)
     # config.margin and config.seed are per model here (margins_, run_seeds).
     config = first._train_config(run_seeds[0])
-    with _torch_threads(first.n_threads):
-        histories = train_batched(
-            batched, data, first._domain(), config, [e.margin_ for e in ests], run_seeds,
-            progress=progress or bool(first.verbose), desc=desc)
-    for est, net, hist, (_, X_tr, X_cal) in zip(ests, batched.split(), histories, prepared):
+
+    def train_all(data: list[torch.Tensor], what: str):
+        nets = [est._initial_network(seed) for est, seed in zip(ests, run_seeds)]
+        batched = BatchedLipschitzMLP.from_models(nets).to(device)
+        with _torch_threads(first.n_threads):
+            histories = train_batched(
+                batched, data, first._domain(), config, [e.margin_ for e in ests], run_seeds,
+                progress=progress or bool(first.verbose), desc=desc + what)
+        return batched.split(), histories
+
+    nets, histories = train_all(data, "")
+    if first.trim > 0:  # OCSDF.fit's second fit on the rows the first one scores highest
+        trimmed = [est._trim_rows(net, X_tr, seed)
+                   for est, net, seed, (_, X_tr, _) in zip(ests, nets, run_seeds, prepared)]
+        prepared = [(seed, X_kept, X_cal) for (X_kept, _), (seed, _, X_cal)
+                    in zip(trimmed, prepared)]
+        nets, histories = train_all(
+            [torch.as_tensor(z, dtype=torch.float32, device=device) for _, z in trimmed],
+            " (after trim)")
+    for est, net, hist, (_, X_tr, X_cal) in zip(ests, nets, histories, prepared):
         est._finish_fit(net, hist, X_tr, X_cal)
     amortised = (time.perf_counter() - start) / n_models  # the batched run's share per model
     for est in ests:

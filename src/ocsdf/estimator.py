@@ -131,6 +131,13 @@ class OCSDF(OutlierMixin, BaseEstimator):
         most 0.002 AUROC on cardio and thyroid, and at ``fpr=0.01`` it tripled the recall on
         cardio, whose 20 % is too few rows for that rate). Without ``fpr``: no split (then
         ``predict_pvalue`` is unavailable).
+    trim : float in [0, 0.5), default 0.0
+        For training rows that may hold anomalies (unsupervised anomaly detection): after a
+        first fit, drop the ``trim`` fraction of training rows with the lowest scores (the
+        likeliest anomalies) and fit again, from the same seed, on the rest (standardisation
+        and label-free margin recomputed on them). Calibration rows (``fpr``) are never
+        trimmed. Doubles the fit time. 0 = one fit. Measured in the AD protocol of
+        ``docs/results/tabular_trim/``.
     random_state : int, RandomState or None, default None
         Seeds the initial weights, the negatives and the batches.
     device : str, default "cpu"
@@ -212,6 +219,7 @@ class OCSDF(OutlierMixin, BaseEstimator):
         contamination: float | str = "auto",
         fpr: float | None = None,
         calibration_size: float | str = "auto",
+        trim: float = 0.0,
         random_state=None,
         device: str = "cpu",
         n_threads: int | None = 1,
@@ -233,6 +241,7 @@ class OCSDF(OutlierMixin, BaseEstimator):
         self.contamination = contamination
         self.fpr = fpr
         self.calibration_size = calibration_size
+        self.trim = trim
         self.random_state = random_state
         self.device = device
         self.n_threads = n_threads
@@ -273,6 +282,9 @@ class OCSDF(OutlierMixin, BaseEstimator):
                 "calibration_size must be 'auto' or a float in (0, 0.5], "
                 f"got {self.calibration_size!r}"
             )
+        if not (isinstance(self.trim, numbers.Real) and not isinstance(self.trim, bool)
+                and 0 <= self.trim < 0.5):
+            raise ValueError(f"trim must be a float in [0, 0.5), got {self.trim!r}")
         if self.activation not in ("groupsort2", "fullsort"):
             raise ValueError(
                 f"activation must be 'groupsort2' or 'fullsort', got {self.activation!r}"
@@ -304,6 +316,12 @@ class OCSDF(OutlierMixin, BaseEstimator):
         with _torch_threads(self.n_threads):
             history = train(model, zt, self._domain(), self._train_config(seed),
                             progress=bool(self.verbose))
+            if self.trim > 0:
+                X_tr, z = self._trim_rows(model, X_tr, seed)
+                model = self._initial_network(seed).to(device)
+                zt = torch.as_tensor(z, dtype=torch.float32, device=device)
+                history = train(model, zt, self._domain(), self._train_config(seed),
+                                progress=bool(self.verbose))
         self._finish_fit(model, history, X_tr, X_cal)
         self.fit_time_ = time.perf_counter() - start
         return self
@@ -320,13 +338,31 @@ class OCSDF(OutlierMixin, BaseEstimator):
         _torch_device(self.device)
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         X_tr, X_cal = self._calibration_split(X, seed)
+        return seed, X_tr, X_cal, self._standardise(X_tr, seed)
+
+    def _standardise(self, X_tr: np.ndarray, seed: int) -> np.ndarray:
+        """Fit the standardisation and the margin on ``X_tr`` (raw, (n, d)); sets ``mean_``,
+        ``scale_`` and ``margin_`` and returns the standardised rows."""
         std = Standardizer.fit(X_tr, enabled=self.standardize)
         self.mean_, self.scale_ = std.mean, std.scale
         z = std.transform(X_tr)
         self.margin_ = (
             label_free_margin(z, seed=seed) if self.margin == "auto" else float(self.margin)
         )
-        return seed, X_tr, X_cal, z
+        return z
+
+    def _trim_rows(self, model: LipschitzMLP, X_tr: np.ndarray, seed: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """The ``trim`` step between the two fits: score ``X_tr`` with the first network
+        ``model``, keep the rows scoring above the ``trim`` quantile, and standardise them
+        anew. Returns ``(kept raw rows, their standardised rows)``; at least 2 rows are kept.
+        """
+        self._set_model(model)
+        scores = self._score_array(X_tr)
+        n_keep = max(2, len(X_tr) - int(np.floor(self.trim * len(X_tr))))
+        keep = np.sort(np.argsort(-scores, kind="stable")[:n_keep])
+        X_kept = X_tr[keep]
+        return X_kept, self._standardise(X_kept, seed)
 
     def _train_config(self, seed: int) -> TrainConfig:
         """The :class:`TrainConfig` of this estimator's hyper-parameters (after ``margin_``)."""

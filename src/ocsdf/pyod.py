@@ -62,9 +62,12 @@ class OCSDFDetector(BaseDetector):
         of the rows, which then do not train the network) instead of ``contamination``.
     width, depth, activation, margin, lam, n_steps, warmup_steps, batch_size, n_newton_steps, \
 learning_rate, domain, domain_size, standardize, random_state, device, n_threads, \
-verbose
+verbose, trim
         Passed unchanged to :class:`ocsdf.OCSDF` (same defaults; ``margin="auto"`` is the
         label-free rule: 0.05 x the median nearest-neighbour distance in standardised units).
+        ``trim`` (e.g. 0.1) refits without the lowest-scoring fraction of the training rows,
+        for training data that holds anomalies (PyOD's usual setting); see
+        ``docs/results/tabular_trim/tabular_ad.md``.
         OCSDF's ``contamination`` and ``calibration_size`` are not exposed: PyOD's
         ``contamination`` rule (or ``fpr``) sets ``threshold_``.
 
@@ -112,6 +115,7 @@ verbose
         n_threads: int | None = 1,
         verbose: bool = False,
         fpr: float | None = None,
+        trim: float = 0.0,
     ) -> None:
         # BaseDetector only stores ``contamination`` (and rejects one outside (0, 0.5]).
         super().__init__(contamination=contamination)
@@ -133,6 +137,7 @@ verbose
         self.n_threads = n_threads
         self.verbose = verbose
         self.fpr = fpr
+        self.trim = trim
 
     def _make_estimator(self) -> OCSDF:
         """The wrapped OCSDF with this detector's hyper-parameters (threshold left to PyOD)."""
