@@ -60,6 +60,16 @@ def test_fit_summary(train_csv, tmp_path, capsys):
     assert model.margin_ == 0.1 and model.offset_ != 0.0
 
 
+def test_fit_trim_option(train_csv, tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(["fit", str(train_csv), "--model", str(out), "--columns", "a,b", "--trim",
+                 "0.1", *TINY]) == 0
+    assert OCSDF.load(out).trim == 0.1
+    capsys.readouterr()
+    assert main(["fit", str(train_csv), "--model", str(out), "--trim", "0.5", *TINY]) == 2
+    assert "--trim: expected a fraction in [0, 0.5), got '0.5'" in capsys.readouterr().err
+
+
 def test_fit_then_score_round_trip(model_dir, train_csv, tmp_path, capsys):
     capsys.readouterr()
     scores = tmp_path / "scores.csv"
