@@ -218,3 +218,22 @@ def test_cli_jobs_and_device_options():
     args = parser.parse_args(["tabular", "--jobs", "2", "--device", "cuda"])
     text = tabular.command_text(args)
     assert "--jobs 2" in text and "--device cuda" in text
+
+
+def test_parallel_run_keeps_the_data_sets_that_finish(wine, tmp_path):
+    """With workers, a data set that fails (here: its file is missing) does not lose the
+    others: they are all passed to on_dataset, then the error is raised."""
+    import shutil
+
+    from ocsdf.data import ADBENCH_FILES, find_data_dir
+
+    (tmp_path / "adbench").mkdir()
+    name = f"{ADBENCH_FILES['wine']}.npz"
+    shutil.copy(find_data_dir() / "adbench" / name, tmp_path / "adbench" / name)
+    seen = []
+    with pytest.raises(FileNotFoundError, match="glass"):
+        tabular.tabular_benchmark(
+            ["glass", "wine"], protocol="ad", seeds=1, margins=["auto"], n_steps=10,
+            baselines=[], ocsdf_params=TINY, data_dir=tmp_path, n_jobs=2,
+            on_dataset=lambda rows, s: seen.append(s["datasets_done"]))
+    assert seen == [["wine"]]

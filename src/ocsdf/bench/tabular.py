@@ -439,7 +439,11 @@ def _run_parallel(datasets: list[str], job: dict, n_jobs: int, n_threads: int, v
     """Run :func:`_run_dataset` for every data set in ``n_jobs`` worker processes (spawned, so
     no torch or OpenMP state is forked), largest data sets first, calling ``finished(index,
     rows)`` in this process as each one ends. One progress bar counts the data sets done; the
-    per-fit lines (``verbose``) still come from the workers."""
+    per-fit lines (``verbose``) still come from the workers.
+
+    A data set that fails does not stop the others: every other one still finishes (and is
+    passed to ``finished``), then the first failure is raised. An interrupt (Ctrl-C) cancels
+    the data sets not yet started."""
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -452,6 +456,7 @@ def _run_parallel(datasets: list[str], job: dict, n_jobs: int, n_threads: int, v
     pool = ProcessPoolExecutor(max_workers=n_jobs,
                                mp_context=multiprocessing.get_context("spawn"),
                                initializer=_worker_init, initargs=(n_threads,))
+    first_error: BaseException | None = None
     try:
         pending = {pool.submit(_run_dataset, datasets[i], progress=False, **job): i
                    for i in order}
@@ -459,12 +464,19 @@ def _run_parallel(datasets: list[str], job: dict, n_jobs: int, n_threads: int, v
             done, _ = wait(pending, return_when=FIRST_COMPLETED)
             for fut in done:
                 i = pending.pop(fut)
-                finished(i, fut.result())
+                try:
+                    rows = fut.result()
+                except Exception as err:  # keep the others' results; raised at the end
+                    first_error = first_error or err
+                    continue
+                finished(i, rows)
                 bar.set_postfix_str(datasets[i])
                 bar.update()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
+    if first_error is not None:
+        raise first_error
 
 
 def _run_dataset(dataset: str, *, protocols: list[str], seed_list: list[int],
