@@ -208,6 +208,8 @@ def test_paper_pool_rank():
     assert pool[tabular.BEST] == pytest.approx(1.0)
     assert (pool["auto_ge_paper"], pool["best_ge_paper"]) == (1, 2)
     assert tabular._paper_pool_ranks(mat.loc[["wbc"]], paper) == {}
+    auto_only = tabular._paper_pool_ranks(mat.assign(**{tabular.BEST: np.nan}), paper)
+    assert np.isnan(auto_only[tabular.BEST]) and auto_only[tabular.AUTO] == pool[tabular.AUTO]
 
 
 def test_cli_jobs_and_device_options():
