@@ -13,7 +13,8 @@ import numpy as np
 
 from .errors import InputError
 
-__all__ = ["TOY_DATASETS", "make_toy", "find_data_dir", "load_adbench", "ADBENCH_FILES", "oc_split"]
+__all__ = ["TOY_DATASETS", "make_toy", "find_data_dir", "load_adbench", "adbench_path",
+           "ADBENCH_FILES", "oc_split"]
 
 TOY_DATASETS = ("moons", "one-cloud", "two-clouds", "two-blobs", "blob-cloud", "circles")
 
@@ -101,6 +102,17 @@ def load_adbench(
     FileNotFoundError
         When no data folder is found or it lacks the file (tests skip on this).
     """
+    f = adbench_path(name, data_dir)
+    with np.load(f, allow_pickle=False) as npz:
+        return npz["X"].astype(np.float64), npz["y"].astype(int).ravel()
+
+
+def adbench_path(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """The ``.npz`` file of the ADBench set ``name`` (short name, e.g. ``"cardio"``).
+
+    Raises ``InputError`` for an unknown name and ``FileNotFoundError`` when no data folder is
+    found or it lacks the file.
+    """
     key = name.lower()
     if key not in ADBENCH_FILES:
         raise InputError(f"unknown ADBench set {name!r}; choose from {', '.join(ADBENCH_FILES)}")
@@ -113,8 +125,7 @@ def load_adbench(
     f = root / "adbench" / f"{ADBENCH_FILES[key]}.npz"
     if not f.is_file():
         raise FileNotFoundError(f"ADBench file not found: {f}")
-    with np.load(f, allow_pickle=False) as npz:
-        return npz["X"].astype(np.float64), npz["y"].astype(int).ravel()
+    return f
 
 
 def oc_split(

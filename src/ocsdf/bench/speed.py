@@ -356,22 +356,11 @@ def _scoring_rows(model: nn.Module, n_rows: int, seed: int) -> list[dict]:
     x = Ball(_RADIUS).sample(n_rows, model.in_features, gen)
     model.eval()
     plain = export(model, torch.float32)
-    sec_param = sec_plain = 0.0
-    out_param, out_plain = [], []
     with torch.no_grad():
         model(x[:1024])  # warm-up
         plain(x[:1024])
-        # Alternate the two networks batch by batch so that they share the machine load.
-        for batch in x.split(_SCORE_BATCH):
-            t0 = time.perf_counter()
-            out_param.append(model(batch))
-            t1 = time.perf_counter()
-            out_plain.append(plain(batch))
-            t2 = time.perf_counter()
-            sec_param += t1 - t0
-            sec_plain += t2 - t1
+    (sec_param, s_param), (sec_plain, s_plain) = _time_alternating([model, plain], x)
     rate_param, rate_plain = n_rows / sec_param, n_rows / sec_plain
-    s_param, s_plain = torch.cat(out_param), torch.cat(out_plain)
     diff = float((s_param - s_plain).abs().max())
     label = f"scoring throughput, {n_rows:,} rows of 2-D data"
     return [
@@ -382,6 +371,22 @@ def _scoring_rows(model: nn.Module, n_rows: int, seed: int) -> list[dict]:
         _row("max abs score difference, export vs parametrised", "export(model), float32", diff,
              "score units", None, f"over the same {n_rows:,} rows"),
     ]
+
+
+def _time_alternating(fns: list[Callable[[torch.Tensor], torch.Tensor]], x: torch.Tensor
+                      ) -> list[tuple[float, torch.Tensor]]:
+    """Score ``x`` (n, d) with each function of ``fns`` in batches of ``_SCORE_BATCH``, the
+    functions alternated batch by batch so that they share the machine load (no_grad).
+    Returns, per function, ``(seconds, concatenated outputs)``."""
+    seconds = [0.0] * len(fns)
+    outputs: list[list[torch.Tensor]] = [[] for _ in fns]
+    with torch.no_grad():
+        for batch in x.split(_SCORE_BATCH):
+            for k, fn in enumerate(fns):
+                t0 = time.perf_counter()
+                outputs[k].append(fn(batch))
+                seconds[k] += time.perf_counter() - t0
+    return [(sec, torch.cat(out)) for sec, out in zip(seconds, outputs)]
 
 
 def _network_rows(model, x, label: str, rate_forest: float) -> list[dict]:
@@ -396,16 +401,8 @@ def _network_rows(model, x, label: str, rate_forest: float) -> list[dict]:
     param = copy.deepcopy(model.model_).float().eval()  # the estimator's own stays as is
     plain = export(param, torch.float32)
     xt = torch.as_tensor(x, dtype=torch.float32)
-    sec_param = sec_plain = 0.0
-    with torch.no_grad():
-        for batch in xt.split(_SCORE_BATCH):
-            t0 = time.perf_counter()
-            param((batch - mean) / scale)
-            t1 = time.perf_counter()
-            plain((batch - mean) / scale)
-            t2 = time.perf_counter()
-            sec_param += t1 - t0
-            sec_plain += t2 - t1
+    (sec_param, _), (sec_plain, _) = _time_alternating(
+        [lambda b: param((b - mean) / scale), lambda b: plain((b - mean) / scale)], xt)
     n = len(xt)
     note = "standardisation + network, float32, batches of 65,536, no domain clipping"
     return [

@@ -89,12 +89,16 @@ _PROTOCOL_TEXT = {
 # ----------------------------------------------------------------------------- data
 def available_datasets(data_dir=None) -> list[str]:
     """The short names of :data:`ocsdf.data.ADBENCH_FILES` whose file is present."""
-    from ..data import find_data_dir
+    from ..data import adbench_path
 
-    root = find_data_dir(data_dir)
-    if root is None:
-        return []
-    return [k for k, f in ADBENCH_FILES.items() if (root / "adbench" / f"{f}.npz").is_file()]
+    present = []
+    for name in ADBENCH_FILES:
+        try:
+            adbench_path(name, data_dir)
+        except FileNotFoundError:
+            continue
+        present.append(name)
+    return present
 
 
 def paper_table2() -> pd.DataFrame:
@@ -411,14 +415,14 @@ def _collect(datasets: list[str], per_dataset: dict[int, list[dict]]
 
 def _dataset_cost(dataset: str, data_dir, max_rows: int | None) -> int:
     """Rows a data set is run on (after the subsample cap): the order of the parallel queue,
-    largest first, so the long jobs do not start last. 0 when the file cannot be read."""
-    from ..data import find_data_dir
+    largest first, so the long jobs do not start last. 0 when the file cannot be read (its
+    worker then reports the error)."""
+    from ..data import adbench_path
 
-    root = find_data_dir(data_dir)
     try:
-        with np.load(root / "adbench" / f"{ADBENCH_FILES[dataset]}.npz") as npz:
+        with np.load(adbench_path(dataset, data_dir)) as npz:
             n = int(npz["y"].shape[0])
-    except (OSError, KeyError, TypeError, ValueError):
+    except (OSError, KeyError, ValueError):  # InputError is a ValueError
         return 0
     return min(n, max_rows) if max_rows else n
 
