@@ -15,8 +15,8 @@ from ocsdf.certify import (
     lipschitz_in,
     pgd_attack,
 )
+from ocsdf.core.domain import Ball, Box
 from ocsdf.data import load_adbench, oc_split
-from ocsdf.domain import Ball, Box
 
 EPS = np.array([0.0, 0.05, 0.1, 0.2, 0.5])
 

@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.utils.estimator_checks import check_estimator
 
 from ocsdf import OCSDF, InputError
-from ocsdf.domain import Ball
+from ocsdf.core.domain import Ball
 
 TINY = dict(n_steps=5, warmup_steps=2, width=8, depth=1, batch_size=16)
 

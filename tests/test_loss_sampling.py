@@ -1,13 +1,13 @@
-"""HKR loss values and Algorithm 1 (Newton–Raphson negatives)."""
+"""HKR loss values and Algorithm 1 (Newton–Raphson negatives), one model and a model axis."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from ocsdf.domain import Ball, Box
-from ocsdf.loss import hkr_loss
-from ocsdf.sampling import newton_raphson_negatives
+from ocsdf.core.domain import Ball, Box
+from ocsdf.core.loss import hkr_loss
+from ocsdf.core.sampling import newton_raphson_negatives
 
 
 def test_hkr_loss_matches_formula():
@@ -20,10 +20,19 @@ def test_hkr_loss_matches_formula():
     assert float(hkr_loss(fp, fn, m, lam)) == pytest.approx(expected)
 
 
+def test_hkr_loss_per_model_uses_each_models_margin():
+    fp = torch.tensor([[0.5, -0.1], [0.5, -0.1]])
+    fn = torch.tensor([[-1.0, 0.02], [-1.0, 0.02]])
+    per_model = hkr_loss(fp, fn, torch.tensor([0.05, 0.2]), 100.0)
+    assert per_model.shape == (2,)
+    assert float(per_model[0]) == pytest.approx(float(hkr_loss(fp[0], fn[0], 0.05)))
+    assert float(per_model[1]) == pytest.approx(float(hkr_loss(fp[1], fn[1], 0.2)))
+
+
 def test_newton_raphson_moves_towards_the_level_without_crossing_it():
     """For f = 1 - ||z|| (SDF of the unit disc) every sample moves towards ``f = -m``
     (radius 1 + m) and never crosses it; each step's eta is in [0, 1]."""
-    f = lambda z: 1.0 - z.norm(dim=1)  # noqa: E731
+    f = lambda z: 1.0 - z.norm(dim=-1)  # noqa: E731
     m = 0.1
     z0 = newton_raphson_negatives(f, Ball(5.0), 2000, 2, 0, m, torch.Generator().manual_seed(0))
     z = newton_raphson_negatives(f, Ball(5.0), 2000, 2, 4, m, torch.Generator().manual_seed(0))
@@ -37,9 +46,23 @@ def test_newton_raphson_moves_towards_the_level_without_crossing_it():
     assert cos.min() > 1 - 1e-5
 
 
+def test_model_axis_gives_each_model_its_own_draws_and_level():
+    """With M generators, model i's negatives equal a single-model run with its generator and
+    margin: the models do not see each other's draws."""
+    f = lambda z: 1.0 - z.norm(dim=-1)  # noqa: E731
+    margins = torch.tensor([0.1, 0.5])
+    gens = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    joint = newton_raphson_negatives(f, Ball(5.0), 300, 2, 4, margins, gens)
+    assert joint.shape == (2, 300, 2)
+    for i, (s, m) in enumerate(((3, 0.1), (4, 0.5))):
+        alone = newton_raphson_negatives(f, Ball(5.0), 300, 2, 4, m,
+                                         torch.Generator().manual_seed(s))
+        torch.testing.assert_close(joint[i], alone)
+
+
 def test_zero_steps_gives_uniform_samples_in_the_box():
     gen = torch.Generator().manual_seed(0)
-    z = newton_raphson_negatives(lambda z: z.sum(1), Box(-5, 5), 20000, 3, 0, 0.1, gen)
+    z = newton_raphson_negatives(lambda z: z.sum(-1), Box(-5, 5), 20000, 3, 0, 0.1, gen)
     assert z.min() >= -5 and z.max() <= 5
     assert z.mean(0).abs().max() < 0.1
 

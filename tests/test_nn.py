@@ -1,4 +1,4 @@
-"""1-Lipschitz layers: orthogonality, activations, bound soundness, export."""
+"""1-Lipschitz layers with a model axis: orthogonality, GroupSort2, bound soundness, export."""
 
 from __future__ import annotations
 
@@ -8,64 +8,87 @@ import pytest
 import torch
 from torch import nn
 
-from ocsdf.nn import (
-    CayleyLinear,
+from ocsdf.core.nn import (
     FullSort,
-    GroupSort,
+    GroupSort2,
     LipschitzMLP,
-    UnitNormLinear,
     cayley_orthogonal,
     export,
+    group_sort2,
     lipschitz_bound,
     make_mlp,
 )
 
 
-@pytest.mark.parametrize("shape", [(8, 8), (16, 3), (3, 16), (64, 32)])
+@pytest.mark.parametrize("shape", [(8, 8), (16, 3), (3, 16), (64, 32), (16, 40)])
 def test_cayley_weight_has_orthonormal_rows_or_columns(shape):
     out_f, in_f = shape
-    torch.manual_seed(0)
-    w = CayleyLinear(in_f, out_f).weight().double()
-    gram = w.T @ w if out_f >= in_f else w @ w.T
-    assert torch.allclose(gram, torch.eye(min(shape), dtype=torch.float64), atol=1e-5)
+    n = max(shape)
+    p = torch.randn(3, n, n, generator=torch.Generator().manual_seed(0)) / math.sqrt(n)
+    w = cayley_orthogonal(p, out_f, in_f).double()
+    assert w.shape == (3, out_f, in_f)
+    gram = w.transpose(1, 2) @ w if out_f >= in_f else w @ w.transpose(1, 2)
+    assert torch.allclose(gram, torch.eye(min(shape), dtype=torch.float64).expand_as(gram),
+                          atol=1e-5)
 
 
-def test_cayley_is_differentiable_and_changes_with_param():
+def test_wide_cayley_solve_is_the_same_matrix_as_the_column_solve():
+    """A wide layer solves for its rows: the top rows of the full Cayley matrix."""
+    p = torch.randn(2, 40, 40, dtype=torch.float64) / 40**0.5
+    upper = p.triu(1)
+    skew = upper - upper.transpose(1, 2)
+    eye = torch.eye(40, dtype=torch.float64)
+    full = torch.linalg.solve(eye + skew, eye - skew)
+    torch.testing.assert_close(cayley_orthogonal(p, 16, 40), full[:, :16, :], atol=1e-12,
+                               rtol=0)
+    torch.testing.assert_close(cayley_orthogonal(p, 40, 16), full[:, :, :16], atol=1e-12,
+                               rtol=0)
+
+
+def test_cayley_is_differentiable():
     p = torch.randn(5, 5, requires_grad=True)
-    w = cayley_orthogonal(p, 5, 5)
-    w.sum().backward()
+    cayley_orthogonal(p, 5, 5).sum().backward()
     assert p.grad is not None and p.grad.abs().sum() > 0
 
 
 def test_unit_norm_head():
-    head = UnitNormLinear(10)
-    assert math.isclose(head.weight().detach().norm().item(), 1.0, rel_tol=1e-6)
+    model = make_mlp(3, 8, 1, n_models=4, seeds=[0, 1, 2, 3])
+    head = model.weights()[-1]
+    torch.testing.assert_close(head.norm(dim=-1), torch.ones(4, 1))
 
 
-def test_groupsort2_sorts_pairs_and_preserves_norm():
-    x = torch.tensor([[1.0, 3.0, -2.0, -5.0]])
-    y = GroupSort(2)(x)
-    assert torch.equal(y, torch.tensor([[3.0, 1.0, -2.0, -5.0]]))
+def test_groupsort2_sorts_pairs_of_halves_and_preserves_norm():
+    x = torch.tensor([[1.0, -5.0, 3.0, -2.0]])  # pairs (1, 3) and (-5, -2)
+    assert torch.equal(group_sort2(x), torch.tensor([[3.0, -2.0, 1.0, -5.0]]))
     z = torch.randn(100, 6)
-    assert torch.allclose(GroupSort(2)(z).norm(dim=1), z.norm(dim=1))
+    assert torch.allclose(GroupSort2()(z).norm(dim=1), z.norm(dim=1))
     assert torch.allclose(FullSort()(z), torch.sort(z, dim=1, descending=True).values)
-    assert torch.allclose(GroupSort(3)(z).norm(dim=1), z.norm(dim=1))
+
+
+def test_groupsort2_gradient_matches_autograd_of_max_min():
+    x = torch.randn(7, 3, 10, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(7, 3, 10, dtype=torch.float64)
+    (ours,) = torch.autograd.grad((group_sort2(x) * g).sum(), x)
+    a, b = x[..., :5], x[..., 5:]
+    ref_out = torch.cat((torch.maximum(a, b), torch.minimum(a, b)), -1)
+    (ref,) = torch.autograd.grad((ref_out * g).sum(), x)
+    torch.testing.assert_close(ours, ref)
+    with torch.no_grad():  # the scoring path (no mask) computes the same values
+        torch.testing.assert_close(group_sort2(x), ref_out)
 
 
 def test_gradient_norm_never_exceeds_bound_at_random_points():
-    torch.manual_seed(0)
-    model = make_mlp(5, width=32, depth=3)
+    model = make_mlp(5, width=32, depth=3, seeds=[0])
     bound = lipschitz_bound(model)
-    x = (torch.randn(4000, 5) * 3).requires_grad_(True)
+    x = (torch.randn(4000, 5, generator=torch.Generator().manual_seed(1)) * 3).requires_grad_()
     (g,) = torch.autograd.grad(model(x).sum(), x)
-    norms = g.norm(dim=1)
-    assert norms.max() <= bound * (1 + 1e-5)
+    assert g.norm(dim=1).max() <= bound * (1 + 1e-5)
     assert bound <= 1 + 1e-4
 
 
 def test_bound_sees_a_non_orthogonal_weight():
     """The bound is computed from the weights, not assumed from the layer type."""
-    plain = export(make_mlp(3, width=8, depth=2))
+    plain = export(make_mlp(3, width=8, depth=2, seeds=[0]))
     with torch.no_grad():
         plain[0].weight.mul_(3.0)
     assert lipschitz_bound(plain) == pytest.approx(3.0, rel=1e-4)
@@ -76,18 +99,39 @@ def test_bound_refuses_unknown_layers():
         lipschitz_bound(nn.Sequential(nn.Linear(2, 2), nn.Tanh(), nn.Linear(2, 1)))
 
 
-def test_export_is_plain_and_identical():
-    torch.manual_seed(1)
-    model = make_mlp(4, width=16, depth=2, activation="fullsort")
-    plain = export(model)
-    assert all(type(m) in (nn.Linear, GroupSort) for m in plain[:-1])
-    assert not any(p.requires_grad for p in plain.parameters())
+@pytest.mark.parametrize("activation", ["groupsort2", "fullsort"])
+def test_export_of_each_model_is_plain_and_identical(activation):
+    model = make_mlp(4, width=16, depth=2, activation=activation, n_models=3, seeds=[0, 1, 2])
     x = torch.randn(1000, 4)
     with torch.no_grad():
-        assert torch.allclose(plain(x), model(x), atol=1e-6)
-    assert lipschitz_bound(plain) == pytest.approx(lipschitz_bound(model), rel=1e-9)
+        joint = model(x)
+    assert joint.shape == (3, 1000)
+    bounds = model.lipschitz_bounds()
+    for i in range(3):
+        plain = model.export(i)
+        assert all(type(m) in (nn.Linear, GroupSort2, FullSort) for m in plain[:-1])
+        assert not any(p.requires_grad for p in plain.parameters())
+        with torch.no_grad():
+            torch.testing.assert_close(plain(x), joint[i], atol=1e-5, rtol=0)
+        assert lipschitz_bound(plain) == pytest.approx(bounds[i], rel=1e-9)
 
 
-def test_mlp_rejects_odd_width_for_groupsort2():
+def test_a_model_depends_on_its_own_seed_only():
+    """Model i's initial weights are drawn from its own seed, wherever it sits in the stack."""
+    alone = make_mlp(3, 8, 2, seeds=[7])
+    stacked = make_mlp(3, 8, 2, n_models=3, seeds=[1, 7, 2])
+    for p, q in zip(alone.parameters(), stacked.parameters()):
+        assert torch.equal(p[0], q[1])
+    assert not torch.equal(stacked.head_param[0], stacked.head_param[1])
+    state = torch.random.get_rng_state()
+    make_mlp(3, 8, 2, seeds=[3])
+    assert torch.equal(state, torch.random.get_rng_state())  # the global RNG is untouched
+
+
+def test_mlp_rejects_bad_arguments():
     with pytest.raises(ValueError, match="even hidden widths"):
         LipschitzMLP(2, [7])
+    with pytest.raises(ValueError, match="n_models"):
+        LipschitzMLP(2, [8], n_models=0)
+    with pytest.raises(ValueError, match="seeds needs 2"):
+        LipschitzMLP(2, [8], n_models=2, seeds=[0])

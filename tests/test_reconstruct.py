@@ -116,21 +116,6 @@ def test_frame_is_isotropic():
     np.testing.assert_allclose(frame.to_raw(z), x)
 
 
-def test_fast_forward_matches_export():
-    from ocsdf.nn import export, make_mlp
-
-    torch.manual_seed(0)
-    model = make_mlp(3, 32, 3)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    net = export(model, dtype=torch.float32)
-    x = 3 * torch.randn(1000, 3)
-    with torch.no_grad():
-        ref, fast = net(x), surface._fast_forward(net)(x)
-    assert torch.allclose(ref, fast, atol=1e-5)
-
-
 def test_sphere_reconstruction(sphere, sphere_fit):
     pts, fit, res = sphere_fit
     mesh = res.mesh

@@ -5,15 +5,15 @@ Béthune et al., ICML 2023). Public API: :class:`OCSDF`, :func:`hkr_loss`,
 :func:`lipschitz_bound`, :func:`export`, :func:`make_mlp`, :func:`newton_raphson_negatives`.
 """
 
+from .core import Scorer, export, hkr_loss, lipschitz_bound, make_mlp, newton_raphson_negatives
 from .errors import InputError, ModelFileError
-from .estimator import OCSDF
-from .loss import hkr_loss
-from .nn import export, lipschitz_bound, make_mlp
-from .sampling import newton_raphson_negatives
+from .estimator import OCSDF, fit_many
 
 __all__ = [
     "OCSDF",
     "InputError",
+    "Scorer",
+    "fit_many",
     "ModelFileError",
     "export",
     "hkr_loss",

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .domain import Domain
-from .sampling import newton_raphson_negatives
+from .core.domain import Domain
+from .core.sampling import newton_raphson_negatives
 
 __all__ = ["make_conventional_mlp", "train_conventional"]
 
@@ -45,8 +45,9 @@ def train_conventional(
     Returns the network in eval mode; its output is a logit, > 0 = normal.
     """
     n, d = x.shape
-    torch.manual_seed(seed)
-    net = make_conventional_mlp(d, width, depth).to(x.device)
+    with torch.random.fork_rng(devices=[]):  # seeded initial weights, global RNG left alone
+        torch.manual_seed(seed)
+        net = make_conventional_mlp(d, width, depth).to(x.device)
     gen = torch.Generator(device=x.device).manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     bce = nn.BCEWithLogitsLoss()

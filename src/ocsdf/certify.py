@@ -13,13 +13,10 @@ class. Budgets ``eps`` and radii are l2 norms, in the space named by ``space``:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import numpy as np
 import torch
 
-if TYPE_CHECKING:
-    from .estimator import OCSDF
+from .core.scorer import Scorer
 
 __all__ = [
     "certified_auroc",
@@ -31,14 +28,16 @@ __all__ = [
 ]
 
 
-def lipschitz_in(model: OCSDF, space: str = "raw") -> float:
-    """Sound l2 Lipschitz bound of ``model.score_samples`` in ``space`` ("raw" or
-    "standardized"); see the module docstring for the derivation."""
-    if space == "standardized":
-        return float(model.lipschitz_)
-    if space == "raw":
-        return float(model.lipschitz_ / np.min(model.scale_))
-    raise ValueError(f"space must be 'raw' or 'standardized', got {space!r}")
+def _scorer(model) -> Scorer:
+    """The fitted :class:`~ocsdf.Scorer` of ``model`` (an estimator's ``scorer_``, or a scorer)."""
+    return model if isinstance(model, Scorer) else model.scorer_
+
+
+def lipschitz_in(model, space: str = "raw") -> float:
+    """Sound l2 Lipschitz bound of the score of ``model`` (a fitted estimator or a
+    :class:`~ocsdf.Scorer`) in ``space`` ("raw" or "standardized"); see the module docstring
+    for the derivation."""
+    return _scorer(model).lipschitz_in(space)
 
 
 def local_lipschitz(score_fn, x, dtype: torch.dtype = torch.float64) -> float:
@@ -52,7 +51,7 @@ def local_lipschitz(score_fn, x, dtype: torch.dtype = torch.float64) -> float:
     return float(grad.norm(dim=1).max())
 
 
-def certified_radius(model: OCSDF, X, space: str = "raw") -> np.ndarray:
+def certified_radius(model, X, space: str = "raw") -> np.ndarray:
     """Per-row certified l2 radius ``|f(x) - t| / L`` around the decision threshold.
 
     No perturbation of l2 norm below the radius (in ``space`` units) can move a row across
@@ -176,7 +175,7 @@ def _project(x: torch.Tensor, adv: torch.Tensor, eps: float, clip) -> torch.Tens
 
 
 def empirical_auroc_under_attack(
-    model: OCSDF,
+    model,
     X_normal,
     X_anomalous,
     eps,
@@ -188,28 +187,25 @@ def empirical_auroc_under_attack(
     lower-bounds it. ``eps`` scalar or array, in ``space`` units. Returns shape of ``eps``."""
     from sklearn.metrics import roc_auc_score
 
-    device = next(model.net_.parameters()).device  # attack where the model scores
-    xn = torch.as_tensor(np.asarray(X_normal, dtype=np.float64), device=device)
-    xa = torch.as_tensor(np.asarray(X_anomalous, dtype=np.float64), device=device)
+    scorer = _scorer(model)
+    device = scorer.device  # attack where the model scores
+    xn = np.asarray(X_normal, dtype=np.float64)
+    xa = np.asarray(X_anomalous, dtype=np.float64)
     if space == "raw":
-        score_fn, to_attack = model.score_tensor, (lambda x: x)
+        score_fn = scorer.score_tensor
     elif space == "standardized":
-        mean = torch.as_tensor(model.mean_, device=device)
-        scale = torch.as_tensor(model.scale_, device=device)
-
-        def score_fn(z):
-            return model.score_tensor(z * scale + mean)
-
-        def to_attack(x):
-            return (x - mean) / scale
+        score_fn = scorer.score_z_tensor
+        xn, xa = scorer.standardize(xn), scorer.standardize(xa)
     else:
         raise ValueError(f"space must be 'raw' or 'standardized', got {space!r}")
     eps_arr = np.atleast_1d(np.asarray(eps, dtype=np.float64))
     labels = np.r_[np.ones(len(xn)), np.zeros(len(xa))]
     out = []
     for e in eps_arr:
-        an = pgd_attack(score_fn, to_attack(xn), float(e), -1, **attack_kwargs)
-        aa = pgd_attack(score_fn, to_attack(xa), float(e), +1, **attack_kwargs)
+        an = pgd_attack(score_fn, torch.as_tensor(xn, device=device), float(e), -1,
+                        **attack_kwargs)
+        aa = pgd_attack(score_fn, torch.as_tensor(xa, device=device), float(e), +1,
+                        **attack_kwargs)
         with torch.no_grad():
             scores = torch.cat((score_fn(an), score_fn(aa))).cpu().numpy()
         out.append(roc_auc_score(labels, scores))

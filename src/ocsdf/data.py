@@ -142,7 +142,7 @@ def oc_split(
     if name in TOY_DATASETS:
         import torch
 
-        from .domain import Ball
+        from .core.domain import Ball
 
         x = make_toy(name, n=2000, seed=seed)
         idx = rng.permutation(len(x))

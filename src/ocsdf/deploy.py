@@ -1,13 +1,15 @@
-"""Export a fitted :class:`ocsdf.OCSDF` to ONNX, and certify from the exported scores.
+"""Export a fitted score (:class:`ocsdf.Scorer`, e.g. ``OCSDF.scorer_``) to ONNX, and certify
+from the exported scores.
 
 The ONNX graph computes ``score_samples`` from rows in **raw** feature units:
 
 1. ``z = (x - mean_) / scale_`` (two elementwise ops; left out when the map is the identity);
-2. the exported network ``net_`` (``Gemm`` layers; GroupSort2 as the ``Max``/``Min`` of the
-   even and odd columns, FullSort as ``TopK``);
+2. the exported network (``Gemm`` layers; GroupSort2 as ``Concat(Max(a, b), Min(a, b))`` of
+   the two halves of the units, exactly :func:`ocsdf.core.nn.group_sort2`; FullSort as
+   ``TopK``);
 3. for the box and ball domains, ``min(f, sdf_B(z))`` with ``sdf_B`` the signed distance to the
    boundary of B, written with ``Min``/``Clip``/``ReduceL2``/``Where`` exactly as
-   :meth:`ocsdf.domain.Box.signed_distance` and :meth:`ocsdf.domain.Ball.signed_distance`.
+   ``Box.signed_distance`` and ``Ball.signed_distance`` of :mod:`ocsdf.core.domain`.
 
 Input ``x``: shape ``(n, d)`` with a dynamic ``n``, raw units. Outputs: ``score``, shape
 ``(n,)``, equal to ``score_samples``; ``rounding``, shape ``(n,)``, a sound bound of
@@ -85,42 +87,19 @@ def _gamma(k: int, u: float) -> float:
     return k * u / (1.0 - k * u)
 
 
-def _check_model(model):
+def _fitted_scorer(model):
+    """``model.scorer_`` of a fitted estimator (anything that holds one)."""
     from sklearn.exceptions import NotFittedError
 
-    from .estimator import OCSDF
-
-    if not isinstance(model, OCSDF):
+    if not hasattr(type(model), "score_samples") or not hasattr(type(model), "fit"):
         raise TypeError(f"to_onnx needs a fitted ocsdf.OCSDF, got {type(model).__name__}")
-    if not hasattr(model, "net_"):
+    scorer = getattr(model, "scorer_", None)
+    if scorer is None:
         raise NotFittedError(
             "this OCSDF instance is not fitted yet: call fit(X) (or OCSDF.load) before "
             "exporting it to ONNX"
         )
-
-
-def _layers(model) -> list[tuple[str, object]]:
-    """The exported network as ``[("linear", (W, b)), ("groupsort", g), ...]`` in float64."""
-    from torch import nn
-
-    from .nn import GroupSort, _Squeeze
-
-    out: list[tuple[str, object]] = []
-    for layer in model.net_:
-        if isinstance(layer, nn.Linear):
-            w = layer.weight.detach().cpu().double().numpy()
-            b = (layer.bias.detach().cpu().double().numpy() if layer.bias is not None
-                 else np.zeros(w.shape[0]))
-            out.append(("linear", (w, b)))
-        elif isinstance(layer, GroupSort):
-            out.append(("groupsort", layer.group_size))
-        elif isinstance(layer, _Squeeze):
-            continue
-        else:
-            raise TypeError(f"cannot export layer {type(layer).__name__} to ONNX")
-    if not out or out[-1][0] != "linear" or out[-1][1][0].shape[0] != 1:
-        raise TypeError("net_ must end with a linear layer with one output")
-    return out
+    return scorer
 
 
 class _Graph:
@@ -157,20 +136,22 @@ class _Graph:
         return self.op(op_type, x, axes=[axis], keepdims=keepdims)
 
 
-def _build(model, layers, coef: np.ndarray, np_dtype, opset: int):
-    """The ONNX ``ModelProto`` (without metadata) of ``model.score_samples``."""
+def _build(scorer, layers, coef: np.ndarray, np_dtype, opset: int):
+    """The ONNX ``ModelProto`` (without metadata) of ``scorer.score``."""
     import onnx
 
-    d = int(model.n_features_in_)
+    from .core.domain import Box
+
+    d = scorer.n_features
     g = _Graph(onnx, np_dtype, opset)
     h = "x"
-    mean = np.asarray(model.mean_, dtype=np.float64)
-    scale = np.asarray(model.scale_, dtype=np.float64)
-    if not _is_identity(model):
+    mean, scale = scorer.mean, scorer.scale
+    identity = _is_identity(scorer)
+    if not identity:
         h = g.op("Div", g.op("Sub", "x", g.const(mean)), g.const(scale), prefix="z")
     z = h
     # Second output: the rounding bound c0 + c1 ||z|| + c2 ||x / scale|| of each row's score.
-    x_scaled = "x" if _is_identity(model) else g.op("Div", "x", g.const(scale))
+    x_scaled = "x" if identity else g.op("Div", "x", g.const(scale))
     rounding = g.op(
         "Add",
         g.op("Add", g.const(coef[0]), g.op("Mul", g.const(coef[1]), g.reduce("ReduceL2", z, 1))),
@@ -180,41 +161,37 @@ def _build(model, layers, coef: np.ndarray, np_dtype, opset: int):
         if kind == "linear":
             w, b = spec
             h = g.op("Gemm", h, g.const(w), g.const(b), transB=1, prefix="linear")
-        elif spec is None:  # FullSort: all features, descending
+        elif kind == "fullsort":  # all features, descending
             k = g.const([w.shape[0]], dtype=np.int64, prefix="k")
             values = g._name("sorted")
             g.nodes.append(onnx.helper.make_node(
                 "TopK", [h, k], [values, g._name("indices")], axis=-1, largest=1, sorted=1))
             h = values
-        elif spec == 2:
-            # GroupSort2: (max, min) of each pair (2j, 2j+1) in place, i.e. the descending sort
-            # of each pair: even/odd slices, Max/Min, then interleave back to the same order.
+        elif kind == "groupsort2":
+            # pairs (k, k + w/2): Concat(Max(a, b), Min(a, b)) of the two halves
             n = w.shape[0]
-            starts0, starts1 = g.const([0], np.int64), g.const([1], np.int64)
-            end, axis, step = (g.const([n], np.int64), g.const([1], np.int64),
-                               g.const([2], np.int64))
-            even = g.op("Slice", h, starts0, end, axis, step)
-            odd = g.op("Slice", h, starts1, end, axis, step)
-            ax2 = g.const([2], np.int64)
-            hi = g.op("Unsqueeze", g.op("Max", even, odd), ax2)
-            lo = g.op("Unsqueeze", g.op("Min", even, odd), ax2)
-            pairs = g.op("Concat", hi, lo, axis=2)
-            h = g.op("Reshape", pairs, g.const([0, n], np.int64), prefix="groupsort")
+            axis = g.const([1], np.int64)
+            zero, half, end = (g.const([0], np.int64), g.const([n // 2], np.int64),
+                               g.const([n], np.int64))
+            a = g.op("Slice", h, zero, half, axis)
+            b = g.op("Slice", h, half, end, axis)
+            h = g.op("Concat", g.op("Max", a, b), g.op("Min", a, b), axis=1, prefix="groupsort")
         else:
-            raise TypeError(f"cannot export GroupSort with group_size={spec}")
+            raise TypeError(f"cannot export activation {kind!r}")
     f = g.op("Squeeze", h, g.const([1], np.int64), prefix="f")
-    if model.domain in ("box", "ball"):
-        s = float(model.domain_size)
-        s_c = g.const(s)
-        if model.domain == "box":
-            gap = g.op("Min", g.op("Sub", s_c, z), g.op("Add", z, s_c))
+    if scorer.clip_to_domain:
+        dom = scorer.domain
+        if isinstance(dom, Box):
+            lo, hi = g.const(float(dom.low)), g.const(float(dom.high))
+            gap = g.op("Min", g.op("Sub", hi, z), g.op("Sub", z, lo))
             inside = g.reduce("ReduceMin", gap, 1)
-            clipped = g.op("Clip", z, g.const(-s), s_c)
+            clipped = g.op("Clip", z, lo, hi)
             outside = g.op("Neg", g.reduce("ReduceL2", g.op("Sub", z, clipped), 1))
             is_in = g.op("GreaterOrEqual", inside, g.const(0.0))
             sdf = g.op("Where", is_in, inside, outside, prefix="sdf")
         else:
-            sdf = g.op("Sub", s_c, g.reduce("ReduceL2", z, 1), prefix="sdf")
+            sdf = g.op("Sub", g.const(float(dom.radius)), g.reduce("ReduceL2", z, 1),
+                       prefix="sdf")
         f = g.op("Min", f, sdf)
     g.nodes.append(onnx.helper.make_node("Identity", [f], ["score"]))
     g.nodes.append(onnx.helper.make_node("Identity", [rounding], ["rounding"]))
@@ -236,16 +213,16 @@ def _build(model, layers, coef: np.ndarray, np_dtype, opset: int):
     return proto
 
 
-def _rounding_coefficients(model, layers, u: float) -> np.ndarray:
+def _rounding_coefficients(scorer, layers, u: float) -> np.ndarray:
     """``c`` with ``|score_T(x) - score_float64(x)| <= c[0] + c[1] ||z||_2 + c[2] ||x/scale_||_2``.
 
     ``z = (x - mean_) / scale_``. Every norm below is bounded by such an affine function of
     ``(1, ||z||, ||x / scale_||)``, kept as its coefficient vector. See the module docstring.
     """
-    scale = np.asarray(model.scale_, dtype=np.float64)
-    mu = float(np.linalg.norm(np.asarray(model.mean_, dtype=np.float64) / scale))
-    d = int(model.n_features_in_)
-    identity = _is_identity(model)
+    scale = scorer.scale
+    mu = float(np.linalg.norm(scorer.mean / scale))
+    d = scorer.n_features
+    identity = _is_identity(scorer)
     g5 = _gamma(5, u)
     # z = (x - mean) / scale, computed: |dz_i| <= gamma_5 (|x_i| + |mean_i|) / scale_i (mean,
     # scale rounded to the dtype, the subtraction, the division or a reciprocal and a product).
@@ -261,19 +238,28 @@ def _rounding_coefficients(model, layers, u: float) -> np.ndarray:
         local = gam * (fro * h + np.array([bn, 0.0, 0.0]))
         err = err + math.prod(spectral[i + 1:]) * local
         h = spectral[i] * h + np.array([bn, 0.0, 0.0]) + local
-    if model.domain in ("box", "ball"):
-        s = float(model.domain_size)
+    if scorer.clip_to_domain:
+        s = _domain_extent(scorer.domain)
         sdf_err = dz + _gamma(d + 3, u) * (np.array([s, 0.0, 0.0]) + znorm)
         err = np.maximum(err, sdf_err)
     # Rounding a float64 input to the graph's dtype: |dx_i| <= u |x_i|.
-    err = err + np.array([0.0, 0.0, float(model.lipschitz_) * u])
+    err = err + np.array([0.0, 0.0, float(scorer.lipschitz) * u])
     # Margin for the float64 arithmetic of this very computation, of score_samples, and of the
     # evaluation of the bound itself in the graph's dtype.
     return 1.01 * err + np.array([1e-12, 0.0, 1e-15])
 
 
-def _is_identity(model) -> bool:
-    return not (np.any(np.asarray(model.mean_) != 0) or np.any(np.asarray(model.scale_) != 1))
+def _is_identity(scorer) -> bool:
+    return not (np.any(scorer.mean != 0) or np.any(scorer.scale != 1))
+
+
+def _domain_extent(domain) -> float:
+    """Largest coordinate magnitude of the domain's defining numbers (box bounds, radius)."""
+    from .core.domain import Box
+
+    if isinstance(domain, Box):
+        return max(abs(float(domain.low)), abs(float(domain.high)))
+    return float(domain.radius)
 
 
 def to_onnx(model, path: str | os.PathLike, opset: int = 17, dtype: str = "float32") -> Path:
@@ -315,7 +301,7 @@ def to_onnx(model, path: str | os.PathLike, opset: int = 17, dtype: str = "float
     ImportError
         When the ``onnx`` package is missing (``pip install 'ocsdf[deploy]'``).
     """
-    _check_model(model)
+    scorer = _fitted_scorer(model)
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     if not isinstance(opset, int) or opset < 13:
@@ -327,17 +313,16 @@ def to_onnx(model, path: str | os.PathLike, opset: int = 17, dtype: str = "float
             "exporting to ONNX needs the onnx package: pip install 'ocsdf[deploy]'"
         ) from None
     from . import __version__
-    from .certify import lipschitz_in
 
     np_dtype, u = _DTYPES[dtype]
-    layers = _layers(model)
-    coef = _rounding_coefficients(model, layers, u)
-    proto = _build(model, layers, coef, np_dtype, opset)
+    layers = scorer.layers()
+    coef = _rounding_coefficients(scorer, layers, u)
+    proto = _build(scorer, layers, coef, np_dtype, opset)
     names = getattr(model, "feature_names_in_", None)
     meta = {
         "ocsdf_version": __version__,
         "feature_names": json.dumps(None if names is None else [str(c) for c in names]),
-        "n_features": str(int(model.n_features_in_)),
+        "n_features": str(scorer.n_features),
         "input_units": "raw feature units (the columns the model was fitted on, same order); "
                        "the graph standardises internally",
         "norm": "l2",
@@ -345,10 +330,10 @@ def to_onnx(model, path: str | os.PathLike, opset: int = 17, dtype: str = "float
         "domain": str(model.domain),
         "domain_size": repr(float(model.domain_size)),
         "threshold": repr(float(model.offset_)),
-        "lipschitz_raw": repr(lipschitz_in(model, "raw")),
-        "lipschitz_standardized": repr(lipschitz_in(model, "standardized")),
-        "mean": json.dumps([float(v) for v in model.mean_]),
-        "scale": json.dumps([float(v) for v in model.scale_]),
+        "lipschitz_raw": repr(scorer.lipschitz_in("raw")),
+        "lipschitz_standardized": repr(scorer.lipschitz_in("standardized")),
+        "mean": json.dumps([float(v) for v in scorer.mean]),
+        "scale": json.dumps([float(v) for v in scorer.scale]),
         "rounding_coef": json.dumps([float(c) for c in coef]),
     }
     onnx.helper.set_model_props(proto, meta)

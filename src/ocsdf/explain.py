@@ -13,7 +13,7 @@ Algorithm (standardised units ``z = (x - mean_) / scale_``, ``g = grad_z f(z)``)
         z <- project_B( z + (t - f(z) + overshoot) * g / ||g||^2 )
 
 a Newton step on ``f(z) = t`` along the gradient (exact in one step where ``f`` is affine along
-the path), projected on the domain B (``model._domain()``: outside B the score is at most
+the path), projected on the domain B (``scorer.domain``: outside B the score is at most
 ``-dist(z, B)``, so nothing outside B is normal). ``overshoot = max(1e-4, 0.1 * margin_)`` puts
 ``x*`` just inside the level set so that ``f(x*) >= t`` survives the round trip to raw units.
 Rows that do not reach ``t`` keep the iterate with the highest score (``reached`` False).
@@ -34,15 +34,18 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.utils.validation import check_is_fitted
 
 from .errors import InputError
 
-__all__ = ["Explanation", "explain"]
+if TYPE_CHECKING:
+    from .core.scorer import Scorer
+
+__all__ = ["Explanation", "explain", "explain_rows"]
 
 # Rows explained together (memory: a few arrays of shape (chunk, d)).
 _CHUNK = 4096
@@ -137,6 +140,14 @@ class Explanation:
         return pd.DataFrame(cols)
 
 
+def check_explain_options(top, max_features, max_steps) -> tuple[int, int | None, int]:
+    """``(top, max_features, max_steps)`` checked: integers >= 1 (``max_features`` may be
+    None); InputError naming the option otherwise."""
+    return (_positive_int("top", top),
+            _positive_int("max_features", max_features, allow_none=True),
+            _positive_int("max_steps", max_steps))
+
+
 def _positive_int(name: str, value, allow_none: bool = False) -> int | None:
     if value is None and allow_none:
         return None
@@ -145,40 +156,39 @@ def _positive_int(name: str, value, allow_none: bool = False) -> int | None:
     return int(value)
 
 
-def _validate_rows(model, X) -> np.ndarray:
-    """``X`` validated exactly as ``model.score_samples`` does; zero rows give ``(0, d)``."""
-    from sklearn.utils.validation import validate_data
-
-    from .estimator import _check_X
-
-    shape = getattr(X, "shape", None)
-    if shape is None:
-        try:
-            shape = np.shape(X)
-        except ValueError:  # ragged lists: let the estimator's validation name it
-            shape = None
-    if shape is not None and len(shape) == 2 and shape[0] == 0:
-        return validate_data(model, X, reset=False, dtype=np.float64, ensure_min_samples=0)
-    return _check_X(model, X, reset=False)
+def explain(model, X, top: int = 5, max_features: int | None = None, max_steps: int = 50, *,
+            threshold: float | None = None) -> Explanation:
+    """``model.explain(X, ...)`` for a fitted :class:`ocsdf.OCSDF` (or PyOD detector): the
+    estimator validates ``X`` and calls :func:`explain_rows` on its scorer."""
+    return model.explain(X, top=top, max_features=max_features, max_steps=max_steps,
+                         threshold=threshold)
 
 
-def explain(
-    model,
-    X,
+def explain_rows(
+    scorer: Scorer,
+    X: np.ndarray,
+    threshold: float,
+    feature_names: list[str] | None = None,
+    margin: float = 0.0,
     top: int = 5,
     max_features: int | None = None,
     max_steps: int = 50,
-    *,
-    threshold: float | None = None,
 ) -> Explanation:
-    """Counterfactual explanation of each row: the nearest point ``model`` considers normal.
+    """Counterfactual explanation of each row: the nearest point ``scorer`` considers normal.
 
     Parameters
     ----------
-    model : fitted :class:`ocsdf.OCSDF`
-    X : array-like, shape (n, d)
-        Raw units; validated like ``model.score_samples`` (same errors for a wrong width, NaN,
-        non-numeric columns). Zero rows give an empty :class:`Explanation`.
+    scorer : ocsdf.Scorer
+        The fitted score (``OCSDF.scorer_``).
+    X : ndarray, shape (n, d), float64
+        Validated rows in raw units (zero rows give an empty :class:`Explanation`).
+    threshold : float
+        Level ``t`` to reach, standardised score units (``OCSDF.offset_`` for the ``predict``
+        boundary); below +inf.
+    feature_names : list of d str or None
+        None: ``x0, x1, ...``.
+    margin : float, default 0
+        The model's HKR margin: the walk overshoots ``t`` by ``max(1e-4, 0.1 margin)``.
     top : int, default 5
         Number of ranked features per row (``k = min(top, d)`` columns of ``Explanation.top``).
     max_features : int or None, default None
@@ -191,8 +201,6 @@ def explain(
         ``f(x*) >= t`` holds when ``reached`` is True, which is not guaranteed.
     max_steps : int, default 50
         Newton steps at most (each is one forward and one backward pass over the flagged rows).
-    threshold : float or None, keyword-only
-        Level ``t`` to reach; None uses ``model.offset_`` (the ``predict`` boundary).
 
     Returns
     -------
@@ -207,22 +215,19 @@ def explain(
     the others end at their best iterate. See the module docstring for what ``distance / gap``
     means.
     """
-    check_is_fitted(model, "net_")
-    top = _positive_int("top", top)
-    max_features = _positive_int("max_features", max_features, allow_none=True)
-    max_steps = _positive_int("max_steps", max_steps)
-    X = _validate_rows(model, X)
+    top, max_features, max_steps = check_explain_options(top, max_features, max_steps)
     n, d = X.shape
-    t = float(model.offset_ if threshold is None else threshold)
+    t = float(threshold)
     if np.isnan(t) or t == np.inf:
         # -inf (an fpr too small for the calibration set) flags nothing: empty explanations.
         raise InputError(f"the threshold to reach must be a number below +inf, got {t!r}")
-    names = getattr(model, "feature_names_in_", None)
-    feature_names = [str(c) for c in names] if names is not None else [f"x{i}" for i in range(d)]
+    if feature_names is None:
+        feature_names = [f"x{i}" for i in range(d)]
     k = min(top, d)
-    scale = np.asarray(model.scale_, dtype=np.float64)
+    scale = scorer.scale
+    overshoot = max(1e-4, 0.1 * float(margin))
 
-    score = model._score_array(X) if n else np.zeros(0)
+    score = scorer.score(X) if n else np.zeros(0)
     flagged = score < t
     x_star = X.copy()
     delta = np.zeros_like(X)
@@ -231,12 +236,12 @@ def explain(
     rows = np.flatnonzero(flagged)
     for start in range(0, len(rows), _CHUNK):
         idx = rows[start : start + _CHUNK]
-        dz = _walk(model, X[idx], t, max_features, max_steps)
+        dz = _walk(scorer, X[idx], t, overshoot, max_features, max_steps)
         delta[idx] = dz * scale
         x_star[idx] = X[idx] + delta[idx]
         distance[idx] = np.linalg.norm(dz, axis=1)
     if len(rows):
-        score_star[rows] = model._score_array(x_star[rows])
+        score_star[rows] = scorer.score(x_star[rows])
     reached = ~flagged | (score_star >= t)
     top_idx = np.full((n, k), -1, dtype=np.int64)
     if len(rows):
@@ -260,16 +265,13 @@ def explain(
     )
 
 
-def _walk(model, x: np.ndarray, t: float, max_features: int | None, max_steps: int
-          ) -> np.ndarray:
+def _walk(scorer: Scorer, x: np.ndarray, t: float, overshoot: float, max_features: int | None,
+          max_steps: int) -> np.ndarray:
     """Newton walk of raw rows ``x`` (n, d) to ``f >= t``; returns ``z* - z`` (n, d),
     standardised units."""
-    dev = next(model.net_.parameters()).device
-    mean = torch.as_tensor(model.mean_, dtype=torch.float64, device=dev)
-    scale = torch.as_tensor(model.scale_, dtype=torch.float64, device=dev)
-    domain = model._domain()
-    overshoot = max(1e-4, 0.1 * float(getattr(model, "margin_", 0.0)))
-    z0 = (torch.as_tensor(x, dtype=torch.float64, device=dev) - mean) / scale
+    dev = scorer.device
+    domain = scorer.domain
+    z0 = torch.as_tensor(scorer.standardize(x), dtype=torch.float64, device=dev)
     z = z0.clone()
     n, d = z.shape
     best = z0.clone()
@@ -279,7 +281,7 @@ def _walk(model, x: np.ndarray, t: float, max_features: int | None, max_steps: i
 
     def score_grad(zz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         zz = zz.detach().requires_grad_(True)
-        f = model.score_tensor(zz * scale + mean)
+        f = scorer.score_z_tensor(zz)
         (g,) = torch.autograd.grad(f.sum(), zz)
         return f.detach(), g
 

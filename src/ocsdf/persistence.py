@@ -1,9 +1,21 @@
 """Save and load a fitted :class:`~ocsdf.OCSDF`: safetensors weights + JSON, never pickle.
 
-Layout of a model directory (format version 1)::
+Layout of a model directory (format version 2)::
 
-    config.json        {"format": "ocsdf", "format_version": 1, "params": {...}, "fitted": {...}}
-    model.safetensors  the trained network's parameters (state_dict of LipschitzMLP)
+    config.json        {"format": "ocsdf", "format_version": 2, "params": {...},
+                        "fitted": {...}, "scorer": {...}}
+    model.safetensors  what scoring uses (:meth:`ocsdf.Scorer.state`): the exported float64
+                       weights and biases, the standardisation mean and scale
+
+Save what is scored: loading copies these numbers and re-solves nothing, so a model scores bit
+for bit the same on any device and machine (a model trained on a GPU loads on a CPU), and the
+recomputed Lipschitz bound is a float64 SVD of the same stored weights, comparable exactly with
+the recorded one.
+
+Version 1 directories (the Cayley *parameters* of the trained network) still load: the weights
+are solved once from them (on the CPU) and the network converted to the current layout; the
+recorded bound is then compared with a tolerance of 1e-6 (solvers round differently). Saving
+such a model again writes version 2.
 """
 
 from __future__ import annotations
@@ -19,28 +31,26 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from .core.nn import plain_network
+from .core.runtime import torch_device
+from .core.scorer import Scorer
 from .errors import ModelFileError
-from .nn import make_mlp
 
 if TYPE_CHECKING:
     from .estimator import OCSDF
 
-__all__ = ["save_model", "load_model", "FORMAT_VERSION"]
+__all__ = ["save_model", "read_model", "FORMAT_VERSION"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 
 
 def save_model(model: OCSDF, path: str | Path) -> Path:
-    """Write ``model`` to the directory ``path`` atomically (temp dir, then rename)."""
-    from sklearn.utils.validation import check_is_fitted
-
-    check_is_fitted(model, "net_")
+    """Write the fitted ``model`` to the directory ``path`` atomically (temp dir, then rename).
+    """
     path = Path(path)
     fitted = {
-        "mean": model.mean_.tolist(),
-        "scale": model.scale_.tolist(),
         "offset": model.offset_,
         "margin": model.margin_,
         "lipschitz": model.lipschitz_,
@@ -57,9 +67,9 @@ def save_model(model: OCSDF, path: str | Path) -> Path:
     params = model.get_params()
     if not isinstance(params["random_state"], int | type(None)):
         params["random_state"] = None  # a RandomState object is not part of the saved model
+    state, scorer_meta = model.scorer_.state()
     config = {"format": "ocsdf", "format_version": FORMAT_VERSION, "params": params,
-              "fitted": fitted}
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.model_.state_dict().items()}
+              "fitted": fitted, "scorer": scorer_meta}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
@@ -76,13 +86,15 @@ def save_model(model: OCSDF, path: str | Path) -> Path:
     return path
 
 
-def load_model(path: str | Path, device: str = "cpu") -> OCSDF:
-    """Read a model directory written by :func:`save_model`; the network is put on ``device``.
+def read_model(path: str | Path, device: str = "cpu") -> tuple[dict, dict, Scorer]:
+    """Read a model directory written by :func:`save_model`: ``(params, fitted, scorer)``.
 
-    The estimator's ``device`` parameter becomes ``device`` too (so a refit trains there).
+    ``params`` are the estimator's parameters, ``fitted`` its learned values (``offset``,
+    ``margin``, ``n_features_in``, ``fit_time_s``, ``calibration_scores``,
+    ``feature_names_in``, ``lipschitz``), ``scorer`` the fitted score on ``device``. Raises
+    :class:`ModelFileError` with a one-line message for a missing, truncated, foreign or
+    inconsistent directory. ``OCSDF.load`` builds the estimator from them.
     """
-    from .estimator import OCSDF, _torch_device
-
     path = Path(path)
     cfg_file, w_file = path / CONFIG, path / WEIGHTS
     if not path.is_dir():
@@ -98,44 +110,92 @@ def load_model(path: str | Path, device: str = "cpu") -> OCSDF:
         ) from None
     if not isinstance(config, dict) or config.get("format") != "ocsdf":
         raise ModelFileError(f"{cfg_file} is not an ocsdf model config")
-    if config.get("format_version") != FORMAT_VERSION:
+    version = config.get("format_version")
+    if version not in (1, FORMAT_VERSION):
         raise ModelFileError(
-            f"{cfg_file} has format version {config.get('format_version')!r}; "
-            f"this ocsdf reads version {FORMAT_VERSION}"
+            f"{cfg_file} has format version {version!r}; this ocsdf reads versions 1 and "
+            f"{FORMAT_VERSION} (a newer ocsdf wrote it: upgrade ocsdf to load it)"
         )
+    dev = torch_device(device)
     try:
-        params, fitted = config["params"], config["fitted"]
-        model = OCSDF(**{**params, "device": device})
-        model.mean_ = np.asarray(fitted["mean"], dtype=np.float64)
-        model.scale_ = np.asarray(fitted["scale"], dtype=np.float64)
-        model.offset_ = float(fitted["offset"])
-        model.margin_ = float(fitted["margin"])
-        model.n_features_in_ = int(fitted["n_features_in"])
+        params, fitted = dict(config["params"]), dict(config["fitted"])
+        for key in ("offset", "margin"):
+            fitted[key] = float(fitted[key])
+        n_features = fitted["n_features_in"] = int(fitted["n_features_in"])
         if fitted.get("fit_time_s") is not None:
-            model.fit_time_ = float(fitted["fit_time_s"])
+            fitted["fit_time_s"] = float(fitted["fit_time_s"])
         if fitted.get("calibration_scores") is not None:
-            model.calibration_scores_ = np.asarray(fitted["calibration_scores"], dtype=np.float64)
+            fitted["calibration_scores"] = np.asarray(fitted["calibration_scores"],
+                                                      dtype=np.float64)
         if fitted.get("feature_names_in") is not None:
-            model.feature_names_in_ = np.asarray(fitted["feature_names_in"], dtype=object)
+            fitted["feature_names_in"] = np.asarray(fitted["feature_names_in"], dtype=object)
     except (KeyError, TypeError, ValueError) as err:
         raise ModelFileError(f"{cfg_file} is missing or has a bad entry: {err}") from None
     try:
         state = load_file(str(w_file))
     except (SafetensorError, OSError, ValueError) as err:
         raise ModelFileError(f"{w_file} is not a readable safetensors file: {err}") from None
-    net = make_mlp(model.n_features_in_, int(model.width), int(model.depth), model.activation)
     try:
-        net.load_state_dict(state)
-    except RuntimeError:
-        raise ModelFileError(f"{w_file} does not match the network described in {cfg_file}") \
-            from None
-    model._set_model(net.to(_torch_device(device)))
+        if version == 1:
+            scorer = _scorer_v1(params, n_features, state, fitted).to(dev)
+        else:
+            scorer = Scorer.from_state(state, config["scorer"], dev)
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as err:
+        raise ModelFileError(f"{w_file} does not match the network described in {cfg_file} "
+                             f"({err})") from None
+    if scorer.n_features != n_features:
+        raise ModelFileError(f"{w_file} takes {scorer.n_features} features but {cfg_file} "
+                             f"says {n_features}")
     # The bound is recomputed from the loaded weights (never trusted from the file); the saved
-    # value only detects weights that are not the ones the model was saved with.
+    # value only detects weights that are not the ones the model was saved with. Version 2
+    # stores the weights scoring uses, so the two are the same float64 SVD of the same numbers.
     saved = fitted.get("lipschitz")
-    if saved is not None and abs(float(saved) - model.lipschitz_) > 1e-9 * max(1.0, float(saved)):
+    tol = 1e-9 if version == FORMAT_VERSION else 1e-6
+    if saved is not None and abs(float(saved) - scorer.lipschitz) > tol * max(1.0, float(saved)):
         raise ModelFileError(
-            f"{w_file} gives Lipschitz bound {model.lipschitz_:.9g} but {cfg_file} recorded "
+            f"{w_file} gives Lipschitz bound {scorer.lipschitz:.9g} but {cfg_file} recorded "
             f"{float(saved):.9g}: the weights are not the ones this model was saved with"
         )
-    return model
+    return params, fitted, scorer
+
+
+def _scorer_v1(params: dict, n_features: int, state: dict, fitted: dict) -> Scorer:
+    """The scorer of a version-1 directory: Cayley parameters ``dense.{l}.param`` (``n x n``),
+    ``dense.{l}.bias``, ``head.param`` (``1 x width``), ``head.bias`` of a network whose
+    GroupSort2 paired neighbouring units ``(2k, 2k+1)`` with the sorted pair in place.
+
+    The weights are solved once on the CPU in float32 (as version 1 scored them), cast to
+    float64, and the hidden units of GroupSort2 networks permuted to the current "halves"
+    layout (unit ``j`` <- old unit ``perm[j]``, ``perm = (0, 2, 4, ..., 1, 3, 5, ...)``, rows of
+    one layer and columns of the next alike): the same function.
+    """
+    import torch
+
+    from .core.domain import make_domain
+
+    d, width, depth = n_features, int(params["width"]), int(params["depth"])
+    activation, domain = params["activation"], params["domain"]
+    sizes = [d] + [width] * depth
+    ws, bs = [], []
+    with torch.no_grad():
+        for li, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+            p = state[f"dense.{li}.param"].float()
+            upper = p.triu(1)
+            skew = upper - upper.T
+            eye = torch.eye(p.shape[0])
+            ws.append(torch.linalg.solve(eye + skew, (eye - skew)[:, :a])[:b])
+            bs.append(state[f"dense.{li}.bias"].float())
+        head = state["head.param"].float()
+        ws.append(head / head.norm())
+        bs.append(state["head.bias"].float())
+    ws = [w.double() for w in ws]
+    bs = [b.double() for b in bs]
+    if activation == "groupsort2":
+        perm = torch.cat((torch.arange(0, width, 2), torch.arange(1, width, 2)))
+        for li in range(depth):
+            ws[li], bs[li] = ws[li][perm], bs[li][perm]
+            ws[li + 1] = ws[li + 1][:, perm]
+    net = plain_network(ws, bs, activation, dtype=torch.float64)
+    return Scorer(net, np.asarray(fitted["mean"], dtype=np.float64),
+                  np.asarray(fitted["scale"], dtype=np.float64),
+                  make_domain(domain, params["domain_size"]), clip_to_domain=domain != "unit")

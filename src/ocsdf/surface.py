@@ -356,48 +356,6 @@ def _evaluate(func, z: np.ndarray, batch: int = GRID_BATCH, device: str = "cpu")
     return out
 
 
-def _fast_forward(net: torch.nn.Sequential) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The function of an exported network ``net`` ((n, 3) -> (n,)), computed faster on CPU.
-
-    GroupSort2 becomes ``cat(max(a, b), min(a, b))`` of the even and odd units (no sort), which
-    permutes the units; the next layer's columns are permuted to match, so the values are those
-    of ``net`` up to float rounding of the same operations. Networks with other layers are
-    returned as they are.
-    """
-    from .nn import GroupSort
-
-    layers = [m for m in net if not type(m).__name__ == "_Squeeze"]
-    linear = [m for m in layers if isinstance(m, torch.nn.Linear)]
-    acts = [m for m in layers if not isinstance(m, torch.nn.Linear)]
-    alternating = all(isinstance(m, torch.nn.Linear) == (i % 2 == 0)
-                      for i, m in enumerate(layers))
-    if not (alternating and isinstance(layers[-1], torch.nn.Linear)
-            and all(isinstance(a, GroupSort) and a.group_size == 2 for a in acts)):
-        return net
-    params = []
-    perm = None
-    for lin in linear:
-        w = lin.weight.detach()
-        if perm is not None:
-            w = w[:, perm]
-        b = (lin.bias.detach() if lin.bias is not None
-             else torch.zeros(w.shape[0], dtype=w.dtype, device=w.device))
-        params.append((w.t().contiguous(), b.contiguous()))
-        k = w.shape[0]
-        # unit j of cat(max, min) is unit perm[j] of the sorted-pairs layout
-        perm = torch.cat((torch.arange(0, k, 2), torch.arange(1, k, 2)))
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        for wt, b in params[:-1]:
-            x = torch.addmm(b, x, wt)
-            a, c = x[:, 0::2], x[:, 1::2]
-            x = torch.cat((torch.maximum(a, c), torch.minimum(a, c)), 1)
-        wt, b = params[-1]
-        return torch.addmm(b, x, wt).squeeze(-1)
-
-    return forward
-
-
 def _domain_size(z: np.ndarray) -> float:
     """Half side of the negatives' box: 5 (tabular default) or more if points reach beyond 3.3."""
     return float(max(5.0, 1.5 * np.abs(z).max()))
@@ -422,8 +380,9 @@ def fit_surface(
     T = 4, a tenth of the steps as warm-up). The surface level is the ``percentile``-th
     percentile of ``f`` over the training points (paper: the first).
     """
+    import copy
+
     from .estimator import OCSDF
-    from .nn import export
 
     x = validate_points(points)
     frame = Frame.fit(x)
@@ -435,8 +394,8 @@ def fit_surface(
     t0 = time.perf_counter()
     model = OCSDF(**params).fit(z)
     seconds = time.perf_counter() - t0
-    net32 = export(model.model_, dtype=torch.float32)
-    func = _fast_forward(net32)
+    # float32 copy of the exported network for the grid (GroupSort2 is max/min, no sort)
+    func = copy.deepcopy(model.scorer_.net).float()
     level = float(np.percentile(_evaluate(func, z, device=device), percentile))
     # model.lipschitz_ bounds the float64 network; add room for float32 rounding.
     lip = float(model.lipschitz_) * (1 + 1e-4)

@@ -31,8 +31,9 @@ import pandas as pd
 import torch
 from sklearn.metrics import roc_auc_score
 
+from ..core.runtime import torch_device
 from ..data import load_adbench
-from ..estimator import OCSDF, _torch_device
+from ..estimator import OCSDF
 
 __all__ = [
     "DEFAULT_CONFIGS",
@@ -172,7 +173,7 @@ def defaults_study(
     ValueError
         A bad ``device``, or CUDA asked for and not available (before any work).
     """
-    _torch_device(device)
+    torch_device(device)
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else [int(s) for s in seeds]
@@ -317,7 +318,7 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     from .report import write_table
 
     device = getattr(args, "device", "cpu")
-    _torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
+    torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
     by_name = {config_name(c): c for c in DEFAULT_CONFIGS}
     if args.configs:
         unknown = [c for c in args.configs if c not in by_name]

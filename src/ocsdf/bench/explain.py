@@ -183,11 +183,12 @@ def explain_study(
     import shap
     from sklearn.ensemble import IsolationForest
 
+    from ..core.runtime import torch_device
     from ..data import load_adbench
-    from ..estimator import OCSDF, _torch_device
+    from ..estimator import OCSDF
     from ..explain import explain
 
-    _torch_device(device)
+    torch_device(device)
 
     rows: list[dict] = []
     for name in sets:
@@ -404,10 +405,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the study and write ``explain.{md,csv,json}`` under ``--out-dir``."""
-    from ..estimator import _torch_device
+    from ..core.runtime import torch_device
 
     device = getattr(args, "device", "cpu")
-    _torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
+    torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
     torch.set_num_threads(args.threads)
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     t0 = time.perf_counter()

@@ -20,8 +20,9 @@ from sklearn.metrics import roc_auc_score
 
 from ..baselines import train_conventional
 from ..certify import certified_auroc, local_lipschitz, pgd_attack
+from ..core.runtime import torch_device
 from ..data import oc_split
-from ..estimator import OCSDF, _torch_device
+from ..estimator import OCSDF
 from .report import write_table
 
 __all__ = ["robustness_benchmark", "register", "run"]
@@ -57,25 +58,20 @@ def robustness_benchmark(
     ("cpu", "cuda", "cuda:1", ...); results are identical in format. A bad device, or CUDA
     asked for and absent, raises ``ValueError`` before any work.
     """
-    dev = _torch_device(device)
+    dev = torch_device(device)
     train, normal, anomalous = oc_split(dataset, seed=seed, data_dir=data_dir)
     t0 = time.perf_counter()
     model = OCSDF(n_steps=n_steps, random_state=seed,
                   domain="ball" if train.shape[1] == 2 else "box", device=device).fit(train)
     fit_ours = time.perf_counter() - t0
-    mean = torch.as_tensor(model.mean_, device=dev)
-    scale = torch.as_tensor(model.scale_, device=dev)
-
-    def ours(z):
-        return model.score_tensor(z * scale + mean)
+    ours = model.scorer_.score_z_tensor  # standardised rows -> score
 
     def std(x):
-        return (torch.as_tensor(x, device=dev) - mean) / scale
+        return torch.as_tensor(model.scorer_.standardize(x), device=dev)
 
     xn, xa, zt = std(normal[:n_eval]), std(anomalous[:n_eval]), std(train)
-    torch.manual_seed(seed)
     t0 = time.perf_counter()
-    net = train_conventional(zt.float(), model._domain(), width=model.width, depth=model.depth,
+    net = train_conventional(zt.float(), model.scorer_.domain, width=model.width, depth=model.depth,
                              n_steps=n_steps, margin=model.margin_, seed=seed).double()
     fit_conv = time.perf_counter() - t0
     with torch.no_grad():
@@ -122,7 +118,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the study and write ``robustness_conventional_DATASET.{md,csv,json}``."""
     device = getattr(args, "device", "cpu")
-    _torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
+    torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
     eps = tuple(float(v) for v in args.eps.split(","))
     rows = robustness_benchmark(args.dataset, eps, args.steps, n_iter=args.attack_steps,
                                 restarts=args.restarts, seed=args.seed, data_dir=args.data_dir,

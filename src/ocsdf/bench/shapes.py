@@ -69,9 +69,9 @@ def shapes_study(
     in format. A bad device, or CUDA asked for and absent, raises ``ValueError`` before any work.
     """
     from .. import surface
-    from ..estimator import _torch_device
+    from ..core.runtime import torch_device
 
-    _torch_device(device)
+    torch_device(device)
 
     steps = surface.DEFAULT_STEPS if n_steps is None else n_steps
     rows: list[dict] = []
@@ -265,10 +265,10 @@ def run(args: argparse.Namespace) -> int:
     """
     import json
 
-    from ..estimator import _torch_device
+    from ..core.runtime import torch_device
 
     device = getattr(args, "device", "cpu")
-    _torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
+    torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
     torch.set_num_threads(args.threads)
     data = find_data_dir(args.data_dir)
     if data is None or not (data / "meshes").is_dir():

@@ -5,7 +5,7 @@ process (so the ratios compare like with like even when absolute times drift):
 
 1. **Training step** on the paper's 2-D toy configuration (two moons, 2 -> 512 x 4 -> 1,
    GroupSort2, batch 256, ``T = 4`` Newton–Raphson steps, HKR loss ``lambda = 100``,
-   ``m = 0.05``, RMSprop, ball domain of radius 5). *Ours* is :func:`ocsdf.training.train`,
+   ``m = 0.05``, RMSprop, ball domain of radius 5). *Ours* is :func:`ocsdf.core.training.train`,
    which orthogonalises the weights once per step and reuses them for the ``T`` sampling passes
    and the loss. The *torchlip* baseline is the straightforward loop with deel-torchlip layers
    (``SpectralLinear``: power iteration + Björck; ``GroupSort2``; ``FrobeniusLinear`` head):
@@ -16,7 +16,7 @@ process (so the ratios compare like with like even when absolute times drift):
    Cayley transform, 15 Björck iterations and ``torch.matrix_exp`` of a skew matrix, with the
    extreme singular values each gives from the same random start.
 3. **Scoring throughput** of the parametrised network (which re-solves the Cayley systems at
-   every call) and of its :func:`ocsdf.nn.export` (plain ``nn.Linear`` layers).
+   every call) and of its :func:`ocsdf.core.nn.export` (plain ``nn.Linear`` layers).
 """
 
 from __future__ import annotations
@@ -31,12 +31,12 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..core.domain import Ball, Box
+from ..core.loss import hkr_loss
+from ..core.nn import LipschitzMLP, cayley_orthogonal, export, lipschitz_bound, make_mlp
+from ..core.sampling import newton_raphson_negatives
+from ..core.training import TrainConfig, train
 from ..data import make_toy
-from ..domain import Ball, Box
-from ..loss import hkr_loss
-from ..nn import LipschitzMLP, cayley_orthogonal, export, lipschitz_bound, make_mlp
-from ..sampling import newton_raphson_negatives
-from ..training import TrainConfig, train
 from .report import write_table
 
 __all__ = ["speed_benchmark", "register", "run"]
@@ -81,9 +81,8 @@ def _singular_values(w: torch.Tensor) -> torch.Tensor:
 
 def _ours_stepper(x: torch.Tensor, width: int, depth: int, batch_size: int,
                   n_newton_steps: int, seed: int) -> tuple[Callable[[int], None], nn.Module]:
-    """Our model and a function running ``k`` steps of :func:`ocsdf.training.train` on it."""
-    torch.manual_seed(seed)
-    model = make_mlp(x.shape[1], width, depth, "groupsort2")
+    """Our model and a function running ``k`` steps of :func:`ocsdf.core.training.train` on it."""
+    model = make_mlp(x.shape[1], width, depth, "groupsort2", seeds=[seed])
     domain = Ball(_RADIUS)
     calls = [0]
 
@@ -115,8 +114,9 @@ def _torchlip_stepper(x: torch.Tensor, width: int, depth: int, batch_size: int,
 
     Raises ImportError when deel-torchlip is not installed.
     """
-    torch.manual_seed(seed)
-    model = _torchlip_model(x.shape[1], width, depth)
+    with torch.random.fork_rng(devices=[]):  # seeded weights, global RNG left alone
+        torch.manual_seed(seed)
+        model = _torchlip_model(x.shape[1], width, depth)
     model.train()
     domain = Ball(_RADIUS)
     opt = torch.optim.RMSprop(model.parameters(), lr=_LR)
@@ -246,12 +246,11 @@ _DEVICE_CONFIGS = (("toy 2-D", 2, (512, 512, 512, 512), 256, 4),
 
 
 def _device_stepper(config: tuple, device: str, seed: int) -> Callable[[int], None]:
-    """``k`` steps of :func:`ocsdf.training.train` for one of :data:`_DEVICE_CONFIGS`."""
+    """``k`` steps of :func:`ocsdf.core.training.train` for one of :data:`_DEVICE_CONFIGS`."""
     _, dim, widths, batch_size, t = config
     gen = torch.Generator().manual_seed(seed)
     x = torch.rand(4096, dim, generator=gen).to(device)
-    torch.manual_seed(seed)
-    model = LipschitzMLP(dim, list(widths), "groupsort2").to(device)
+    model = LipschitzMLP(dim, list(widths), "groupsort2", seeds=[seed]).to(device)
     domain = Ball(_RADIUS) if dim <= 3 else Box(0.0, 1.0)
     calls = [0]
 
@@ -359,7 +358,8 @@ def _scoring_rows(model: nn.Module, n_rows: int, seed: int) -> list[dict]:
     with torch.no_grad():
         model(x[:1024])  # warm-up
         plain(x[:1024])
-    (sec_param, s_param), (sec_plain, s_plain) = _time_alternating([model, plain], x)
+    (sec_param, s_param), (sec_plain, s_plain) = _time_alternating(
+        [lambda b: model(b)[0], plain], x)
     rate_param, rate_plain = n_rows / sec_param, n_rows / sec_plain
     diff = float((s_param - s_plain).abs().max())
     label = f"scoring throughput, {n_rows:,} rows of 2-D data"
@@ -391,18 +391,20 @@ def _time_alternating(fns: list[Callable[[torch.Tensor], torch.Tensor]], x: torc
 
 def _network_rows(model, x, label: str, rate_forest: float) -> list[dict]:
     """Rows/s of the fitted model's two torch networks on raw rows ``x`` (n, d), float32: the
-    parametrised :class:`~ocsdf.nn.LipschitzMLP` (orthogonal weights recomputed by Cayley
-    solves for every batch) and the exported plain network (:func:`ocsdf.nn.export`). Both
+    parametrised :class:`~ocsdf.core.nn.LipschitzMLP` (orthogonal weights recomputed by Cayley
+    solves for every batch) and the exported plain network (:func:`ocsdf.core.nn.export`). Both
     time the standardisation too, in the same batches, alternated batch by batch so that they
     share the machine load; neither applies the domain clipping of ``score_samples``. Ratios
     are against IsolationForest's rate ``rate_forest``."""
     mean = torch.as_tensor(model.mean_, dtype=torch.float32)
     scale = torch.as_tensor(model.scale_, dtype=torch.float32)
-    param = copy.deepcopy(model.model_).float().eval()  # the estimator's own stays as is
-    plain = export(param, torch.float32)
+    # A parametrised network of the fitted model's architecture (its values do not change the
+    # time) and the fitted model's own exported network in float32.
+    param = make_mlp(model.n_features_in_, model.width, model.depth, seeds=[0]).eval()
+    plain = copy.deepcopy(model.net_).float()
     xt = torch.as_tensor(x, dtype=torch.float32)
     (sec_param, _), (sec_plain, _) = _time_alternating(
-        [lambda b: param((b - mean) / scale), lambda b: plain((b - mean) / scale)], xt)
+        [lambda b: param((b - mean) / scale)[0], lambda b: plain((b - mean) / scale)], xt)
     n = len(xt)
     note = "standardisation + network, float32, batches of 65,536, no domain clipping"
     return [
@@ -564,12 +566,12 @@ using them during the run, so absolute times are noisy; the ratios are the resul
   the Cayley weights are computed once per step and shared by the 4 sampling passes and the
   loss. *deel-torchlip* is the straightforward loop with its `SpectralLinear` (power iteration +
   Björck), `GroupSort2` and `FrobeniusLinear` (unit-norm head) layers, the same sampler
-  (`ocsdf.sampling.newton_raphson_negatives`) and the same loss: each of the 5 forward passes of
-  a step recomputes the constrained weights. Its ratio is torchlip time / our time. The learning
-  rate is 1e-4 for both: at 1e-3, torch's RMSprop first update (about 10 x lr per entry) takes
-  torchlip's hidden weights to a spectral norm near 3, one power iteration under-normalises
-  them, Björck diverges and the network becomes NaN (our Cayley layers are unaffected); the
-  learning rate does not change the cost of a step.
+  (`ocsdf.core.sampling.newton_raphson_negatives`) and the same loss: each of the 5 forward
+  passes of a step recomputes the constrained weights. Its ratio is torchlip time / our time.
+  The learning rate is 1e-4 for both: at 1e-3, torch's RMSprop first update (about 10 x lr
+  per entry) takes torchlip's hidden weights to a spectral norm near 3, one power iteration
+  under-normalises them, Björck diverges and the network becomes NaN (our Cayley layers are
+  unaffected); the learning rate does not change the cost of a step.
 - **Lipschitz bound after training**: product over the layers of the exact spectral norm
   (float64 SVD) of the weights each trained model really uses (ours: `lipschitz_bound`;
   torchlip: the weights of its `vanilla_export`). **smallest singular value of hidden weights**:

@@ -21,7 +21,7 @@ standardises the same way internally.
 AUROC takes anomalies as the positive class; OCSDF's outlier score is ``-score_samples``.
 
 By default all OCSDF models of a data set and protocol (margins x seeds) are trained as one
-batched network (:func:`ocsdf.batched.fit_many`: the same algorithm, seeds and random draws as
+batched network (:func:`ocsdf.fit_many`: the same algorithm, seeds and random draws as
 one-by-one fits, whose trajectories drift apart over 1000 steps only through float rounding, so
 AUROCs agree within seed noise; 1.3-2x faster on one thread); ``--separate`` fits them one at a
 time. ``--jobs N`` runs whole data sets in N spawned worker processes of ``--threads`` threads
@@ -50,10 +50,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from ..batched import fit_many
+from ..core.runtime import torch_device
 from ..data import ADBENCH_FILES, load_adbench
 from ..errors import InputError
-from ..estimator import OCSDF, _torch_device
+from ..estimator import OCSDF, fit_many
 
 __all__ = [
     "DEFAULT_BASELINES",
@@ -200,7 +200,7 @@ def _fit_ocsdf(x_tr, x_te, y_te, margin, seed: int, params: dict) -> dict:
 def _fit_ocsdf_batched(jobs: list[tuple], params: dict, progress: bool, desc: str
                        ) -> list[dict]:
     """Fit every OCSDF of ``jobs`` (``(x_tr, x_te, y_te, margin, seed)`` each) in one batched
-    run (:func:`ocsdf.batched.fit_many`); one result dict per job, as :func:`_fit_ocsdf` gives.
+    run (:func:`ocsdf.fit_many`); one result dict per job, as :func:`_fit_ocsdf` gives.
 
     ``fit_s`` is the batched run's wall time divided by the number of models (the amortised
     cost of one fit). Jobs that share a training array object share its storage.
@@ -301,7 +301,7 @@ def tabular_benchmark(
         One line per fit on stderr, and a progress bar per batched training run.
     batched : bool, default True
         Fit all OCSDF models (margins x seeds) of a data set and protocol in one batched run
-        (:func:`ocsdf.batched.fit_many`: the same algorithm, seeds and random draws as separate
+        (:func:`ocsdf.fit_many`: the same algorithm, seeds and random draws as separate
         fits, drifting apart only through float rounding; faster on one thread); False fits
         them one by one.
     on_dataset : callable, optional
@@ -349,7 +349,7 @@ def tabular_benchmark(
     baselines = [_canonical_baseline(b) for b in baselines]
     params = dict(ocsdf_params or {})
     params.setdefault("device", device)
-    _torch_device(params["device"])  # a bad or absent device fails now, not in a worker
+    torch_device(params["device"])  # a bad or absent device fails now, not in a worker
     if n_steps is not None:
         params.setdefault("n_steps", int(n_steps))
         params.setdefault("warmup_steps", int(n_steps) // 10)
@@ -766,7 +766,7 @@ def _notes(protocol: str, summary: dict, datasets: Sequence[str], max_rows: int 
         + f", OCSDF on device {summary.get('device', 'cpu')}; 'fit s ours' averages over all "
         "margins"
         + ("; OCSDF fits batched: all margins x seeds of a data set and protocol trained as one "
-           "batched network (ocsdf.batched.fit_many: the same algorithm, seeds and random draws "
+           "batched network (ocsdf.fit_many: the same algorithm, seeds and random draws "
            "as separate fits, drifting apart over the steps only through float rounding), "
            "fit s = the batched run's time / number of models"
            if summary.get("batched") else "; OCSDF fitted one model at a time")

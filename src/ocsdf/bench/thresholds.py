@@ -32,8 +32,9 @@ from scipy import stats
 from sklearn.ensemble import IsolationForest
 from sklearn.utils import check_random_state
 
+from ..core.runtime import torch_device
 from ..data import ADBENCH_FILES, oc_split
-from ..estimator import OCSDF, _torch_device, conformal_threshold
+from ..estimator import OCSDF, conformal_threshold
 from .report import write_table
 
 __all__ = [
@@ -103,7 +104,7 @@ def threshold_runs(
     ``device``: torch device for training and scoring OCSDF ("cpu", "cuda", "cuda:1", ...);
     results are identical in format (a ``"device"`` in ``ocsdf_params`` wins).
     """
-    _torch_device(device)
+    torch_device(device)
     train, test_normal, anomalies = oc_split(dataset, seed=seed, data_dir=data_dir)
     params = {"device": device, **_ocsdf_params(n_steps), **(ocsdf_params or {})}
     t0 = time.perf_counter()
@@ -243,7 +244,7 @@ def thresholds_benchmark(
     results are identical in format. A bad device, or CUDA asked for and absent, raises
     ``ValueError`` before any work.
     """
-    _torch_device(device)
+    torch_device(device)
     runs: list[dict] = []
     for dataset in datasets:
         for seed in range(seeds):
@@ -278,7 +279,7 @@ def calibration_size_runs(
     """
     from sklearn.metrics import roc_auc_score
 
-    _torch_device(device)
+    torch_device(device)
     train, test_normal, anomalies = oc_split(dataset, seed=seed, data_dir=data_dir)
     out = []
     for size in sizes:
@@ -442,7 +443,7 @@ def _device_note(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Run the study from parsed ``args`` and write ``thresholds.{md,csv,json}``."""
-    _torch_device(_device(args))  # fail at once (one line) when CUDA is asked for and absent
+    torch_device(_device(args))  # fail at once (one line) when CUDA is asked for and absent
     if args.seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
     torch.set_num_threads(max(1, args.threads))

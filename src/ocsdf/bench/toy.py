@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from ..certify import local_lipschitz
+from ..core.domain import Ball
 from ..data import make_toy
-from ..domain import Ball
 from ..io import atomic_open
 from .report import write_table
 
@@ -129,9 +129,10 @@ def toy_study(
     from sklearn.svm import OneClassSVM
 
     from ..baselines import train_conventional
-    from ..estimator import OCSDF, _torch_device
+    from ..core.runtime import torch_device
+    from ..estimator import OCSDF
 
-    dev = _torch_device(device)
+    dev = torch_device(device)
 
     warmup = n_steps // 10 if warmup_steps is None else warmup_steps
     rows: list[dict] = []
@@ -280,10 +281,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the study; write ``toy.{md,csv,json}`` and ``toy/SET.png`` under ``--out-dir``."""
-    from ..estimator import _torch_device
+    from ..core.runtime import torch_device
 
     device = getattr(args, "device", "cpu")
-    _torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
+    torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
     torch.set_num_threads(args.threads)
     sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     t0 = time.perf_counter()

@@ -1,0 +1,71 @@
+"""Algorithm 1 of the paper: complementary negatives by adapted Newton–Raphson, per model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+
+from .domain import Domain
+
+__all__ = ["newton_raphson_negatives"]
+
+
+def newton_raphson_negatives(
+    f: Callable[[torch.Tensor], torch.Tensor],
+    domain: Domain,
+    n: int,
+    d: int,
+    n_steps: int,
+    margin: float | torch.Tensor,
+    generator: torch.Generator | Sequence[torch.Generator],
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Draw ``n`` negatives per model near the level set ``{f = -margin}`` (paper Algorithm 1).
+
+    ``z0 ~ U(B)``; one step size ``eta ~ U[0, 1]`` per sample; ``n_steps`` times
+    ``z <- proj_B(z - (eta / T) * grad f(z) / ||grad f(z)||^2 * (f(z) + margin))``.
+    Because ``f`` is 1-Lipschitz no step overshoots the level, so negatives stay outside the
+    region the model calls normal; ``eta`` spreads them along the path.
+
+    Parameters
+    ----------
+    f : callable
+        With one generator: ``(n, d) -> (n,)``. With ``M`` generators: ``(M, n, d) -> (M, n)``
+        (model ``i`` scores ``z[i]``). Differentiated w.r.t. its input only: pass a function
+        with frozen weights so that no parameter gradient is built.
+    domain : Box or Ball
+        Where negatives start and are projected back to.
+    n, d : int
+        Negatives per model and input dimension.
+    n_steps : int
+        ``T``; 0 gives uniform samples of B.
+    margin : float or Tensor ``(M,)``
+        ``m``, target level ``-m`` (per model).
+    generator : torch.Generator or sequence of ``M`` generators
+        Model ``i`` draws its starts, then its step sizes, from its own generator (so a model's
+        negatives do not depend on the others).
+
+    Returns
+    -------
+    Tensor, shape ``(n, d)`` (one generator) or ``(M, n, d)``, detached.
+    """
+    single = isinstance(generator, torch.Generator)
+    gens = [generator] if single else list(generator)
+    z = torch.stack([domain.sample(n, d, g, device) for g in gens]).to(dtype)
+    if n_steps > 0:
+        eta = torch.stack([torch.rand(n, 1, generator=g, device=device) for g in gens]
+                          ).to(dtype) / n_steps
+        target = torch.as_tensor(margin, dtype=dtype, device=device).reshape(-1, 1)
+        fm = (lambda x: f(x[0]).unsqueeze(0)) if single else f
+        for _ in range(n_steps):
+            z = z.detach().requires_grad_(True)
+            with torch.enable_grad():
+                y = fm(z)
+                (grad,) = torch.autograd.grad(y.sum(), z)
+            with torch.no_grad():
+                scale = (y + target) / (grad.pow(2).sum(-1) + 1e-12)
+                z = domain.project(z - eta * scale.unsqueeze(-1) * grad)
+    z = z.detach()
+    return z[0] if single else z
