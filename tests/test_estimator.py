@@ -145,18 +145,27 @@ def test_input_error_is_a_value_error():
     "params, message",
     [
         (dict(width=7), "width must be even"),
-        (dict(margin=-1.0), "margin must be 'auto' or a positive number"),
-        (dict(contamination=0.7), r"contamination must be 'auto' or a float in \(0, 0.5\]"),
-        (dict(domain="cube"), "domain must be 'box', 'ball' or 'unit'"),
-        (dict(n_steps=0), "n_steps must be an integer >= 1"),
+        (dict(margin=-1.0), r"'margin' parameter of OCSDF must be a str among \{'auto'\} or "
+                            r"a float in the range \(0.0, inf\). Got -1.0"),
+        (dict(contamination=0.7), r"'contamination' .* a float in the range \(0.0, 0.5\]"),
+        (dict(domain="cube"), r"'domain' parameter of OCSDF must be a str among .*'cube'"),
+        (dict(n_steps=0), r"'n_steps' parameter of OCSDF must be an int in the range \[1, inf\)"),
         (dict(device="tpu9"), "device must be a torch device"),
-        (dict(trim=0.5), r"trim must be a float in \[0, 0.5\)"),
-        (dict(trim=-0.1), r"trim must be a float in \[0, 0.5\)"),
+        (dict(trim=0.5), r"'trim' .* a float in the range \[0.0, 0.5\). Got 0.5"),
+        (dict(trim=-0.1), r"'trim' .* a float in the range \[0.0, 0.5\). Got -0.1"),
+        (dict(fpr=1.5), r"'fpr' .* a float in the range \(0.0, 1.0\) or None"),
+        (dict(n_threads=0), r"'n_threads' .* an int in the range \[1, inf\) or None"),
     ],
 )
 def test_bad_parameters_are_named(params, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as err:
         OCSDF(**{**TINY, **params}).fit(np.ones((10, 2)) + np.arange(10.0)[:, None])
+    assert "\n" not in str(err.value)
+
+
+def test_parameters_are_keyword_only():
+    with pytest.raises(TypeError, match="positional"):
+        OCSDF(64)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

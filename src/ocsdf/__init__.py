@@ -1,10 +1,13 @@
 """ocsdf: certifiably robust one-class classification with signed distance functions.
 
 Learns the signed distance to the support of normal data with a 1-Lipschitz network (OCSDF,
-Béthune et al., ICML 2023). Public API: :class:`OCSDF`, :func:`hkr_loss`,
-:func:`lipschitz_bound`, :func:`export`, :func:`make_mlp`, :func:`newton_raphson_negatives`.
+Béthune et al., ICML 2023). Public API: :class:`OCSDF` and :func:`fit_many` (scikit-learn
+estimator), :class:`Scorer` (the fitted score every face uses), and from the core
+(:mod:`ocsdf.core`): :func:`hkr_loss`, :func:`lipschitz_bound`, :func:`export`,
+:func:`make_mlp`, :func:`newton_raphson_negatives`.
 """
 
+from ._version import __version__
 from .core import Scorer, export, hkr_loss, lipschitz_bound, make_mlp, newton_raphson_negatives
 from .errors import InputError, ModelFileError
 from .estimator import OCSDF, fit_many
@@ -20,5 +23,5 @@ __all__ = [
     "lipschitz_bound",
     "make_mlp",
     "newton_raphson_negatives",
+    "__version__",
 ]
-__version__ = "0.1.0"

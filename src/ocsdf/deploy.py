@@ -312,7 +312,7 @@ def to_onnx(model, path: str | os.PathLike, opset: int = 17, dtype: str = "float
         raise ImportError(
             "exporting to ONNX needs the onnx package: pip install 'ocsdf[deploy]'"
         ) from None
-    from . import __version__
+    from ._version import __version__
 
     np_dtype, u = _DTYPES[dtype]
     layers = scorer.layers()

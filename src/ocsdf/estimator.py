@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import numbers
 import time
 import warnings
 from collections.abc import Sequence
+from numbers import Integral, Real
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,7 @@ import torch
 from sklearn.base import BaseEstimator, OutlierMixin
 from sklearn.neighbors import NearestNeighbors
 from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .core.domain import Standardizer, make_domain
@@ -202,8 +203,34 @@ class OCSDF(OutlierMixin, BaseEstimator):
     (3,)
     """
 
+    #: Allowed types and ranges of each parameter, checked by ``fit`` (scikit-learn's table).
+    _parameter_constraints: dict = {
+        "width": [Interval(Integral, 1, None, closed="left")],
+        "depth": [Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions({"groupsort2", "fullsort"})],
+        "margin": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
+        "lam": [Interval(Real, 0, None, closed="neither")],
+        "n_steps": [Interval(Integral, 1, None, closed="left")],
+        "warmup_steps": [Interval(Integral, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "n_newton_steps": [Interval(Integral, 0, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "domain": [StrOptions({"box", "ball", "unit"})],
+        "domain_size": [Interval(Real, 0, None, closed="neither")],
+        "standardize": ["boolean"],
+        "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+        "fpr": [Interval(Real, 0, 1, closed="neither"), None],
+        "calibration_size": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
+        "trim": [Interval(Real, 0, 0.5, closed="left")],
+        "random_state": ["random_state"],
+        "device": [str, torch.device],
+        "n_threads": [Interval(Integral, 1, None, closed="left"), None],
+        "verbose": ["verbose"],
+    }
+
     def __init__(
         self,
+        *,
         width: int = 128,
         depth: int = 3,
         activation: str = "groupsort2",
@@ -250,49 +277,12 @@ class OCSDF(OutlierMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self) -> None:
-        def positive_int(name: str, minimum: int = 1) -> None:
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < minimum:
-                raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
-
-        for name in ("width", "depth", "n_steps", "batch_size"):
-            positive_int(name)
-        for name in ("warmup_steps", "n_newton_steps"):
-            positive_int(name, 0)
-        if self.n_threads is not None:
-            positive_int("n_threads")
-        for name in ("lam", "learning_rate", "domain_size"):
-            v = getattr(self, name)
-            if not isinstance(v, numbers.Real) or not v > 0:
-                raise ValueError(f"{name} must be a positive number, got {v!r}")
-        margin_ok = isinstance(self.margin, numbers.Real) and self.margin > 0
-        if self.margin != "auto" and not margin_ok:
-            raise ValueError(f"margin must be 'auto' or a positive number, got {self.margin!r}")
-        if self.contamination != "auto" and not (
-            isinstance(self.contamination, numbers.Real) and 0 < self.contamination <= 0.5
-        ):
-            raise ValueError(
-                f"contamination must be 'auto' or a float in (0, 0.5], got {self.contamination!r}"
-            )
-        if self.fpr is not None and not (isinstance(self.fpr, numbers.Real) and 0 < self.fpr < 1):
-            raise ValueError(f"fpr must be None or a float in (0, 1), got {self.fpr!r}")
-        if self.calibration_size != "auto" and not (
-            isinstance(self.calibration_size, numbers.Real) and 0 < self.calibration_size <= 0.5
-        ):
-            raise ValueError(
-                "calibration_size must be 'auto' or a float in (0, 0.5], "
-                f"got {self.calibration_size!r}"
-            )
-        if not (isinstance(self.trim, numbers.Real) and not isinstance(self.trim, bool)
-                and 0 <= self.trim < 0.5):
-            raise ValueError(f"trim must be a float in [0, 0.5), got {self.trim!r}")
-        if self.activation not in ("groupsort2", "fullsort"):
-            raise ValueError(
-                f"activation must be 'groupsort2' or 'fullsort', got {self.activation!r}"
-            )
+        """Check every parameter against :attr:`_parameter_constraints` (scikit-learn's
+        one-line ``InvalidParameterError``, a ValueError naming the parameter, the allowed
+        values and the value given), then the rules that tie two parameters together."""
+        super()._validate_params()
         if self.activation == "groupsort2" and self.width % 2:
             raise ValueError(f"width must be even for GroupSort2, got {self.width}")
-        make_domain(self.domain, self.domain_size)  # raises on an unknown domain
         torch_device(self.device)
 
     # ------------------------------------------------------------------ fitting

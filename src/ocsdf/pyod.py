@@ -97,6 +97,7 @@ verbose, trim
     def __init__(
         self,
         contamination: float = 0.1,
+        *,
         width: int = 128,
         depth: int = 3,
         activation: str = "groupsort2",
