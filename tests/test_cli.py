@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from ocsdf import OCSDF
-from ocsdf.cli import _import_optional, main
+from ocsdf.cli import import_optional, main
 
 TINY = ["--steps", "30", "--width", "16", "--depth", "1", "--quiet"]
 
@@ -153,6 +153,41 @@ def test_score_wrong_feature_count(model_dir, tmp_path, capsys):
     assert pd.read_csv(out)["score"].tolist() == pytest.approx(expected.tolist(), abs=1e-12)
 
 
+def test_score_notes_ignored_extra_columns(model_dir, tmp_path, capsys):
+    """Columns beyond the model's are left out with one note on stderr; same scores."""
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(9, 2)) * [1.0, 10.0] + [0.0, 50.0]
+    plain = tmp_path / "plain.csv"
+    pd.DataFrame({"a": X[:, 0], "b": X[:, 1]}).to_csv(plain, index=False)
+    wide = tmp_path / "wide.csv"
+    pd.DataFrame({"id": [f"r{i}" for i in range(9)], "b": X[:, 1], "extra": rng.normal(size=9),
+                  "a": X[:, 0]}).to_csv(wide, index=False)
+    capsys.readouterr()
+    assert main(["score", str(model_dir), str(wide), "-o", str(tmp_path / "wide_s.csv")]) == 0
+    err = capsys.readouterr().err
+    notes = [line for line in err.splitlines() if line.startswith("ocsdf: note:")]
+    assert notes == ["ocsdf: note: ignored columns not used by the model: ['id', 'extra']"], err
+    assert main(["score", str(model_dir), str(plain), "-o", str(tmp_path / "plain_s.csv")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "wide_s.csv"),
+                                  pd.read_csv(tmp_path / "plain_s.csv"))
+    # explicit --columns: the choice is the user's, no note
+    capsys.readouterr()
+    assert main(["score", str(model_dir), str(wide), "--columns", "a,b",
+                 "-o", str(tmp_path / "cols_s.csv")]) == 0
+    assert "ocsdf: note" not in capsys.readouterr().err
+
+
+def test_score_no_note_with_exactly_the_model_columns(model_dir, tmp_path, capsys):
+    f = tmp_path / "exact.csv"
+    f.write_text("b,a\n50,0\n40,1\n")
+    capsys.readouterr()
+    assert main(["score", str(model_dir), str(f)]) == 0
+    captured = capsys.readouterr()
+    assert "ocsdf: note" not in captured.err and "ignored columns" not in captured.err
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("scored 2 rows"), captured.err
+
+
 @pytest.mark.parametrize(
     "content, expected",
     [
@@ -215,7 +250,7 @@ def test_help_returns_0(capsys):
 
 
 def test_bench_import_skips_only_missing_study_module(monkeypatch):
-    assert _import_optional("bench.no_such_study_xyz") is None
+    assert import_optional("bench.no_such_study_xyz") is None
     import importlib
 
     def broken(name):
@@ -223,7 +258,7 @@ def test_bench_import_skips_only_missing_study_module(monkeypatch):
 
     monkeypatch.setattr(importlib, "import_module", broken)
     with pytest.raises(ModuleNotFoundError):
-        _import_optional("bench.speed")
+        import_optional("bench.speed")
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from sklearn.exceptions import NotFittedError  # noqa: E402
 
 from ocsdf import OCSDF  # noqa: E402
 from ocsdf.certify import lipschitz_in  # noqa: E402
+from ocsdf.cli.export import export_command  # noqa: E402
 from ocsdf.deploy import (  # noqa: E402
     certified_radius_from_scores,
-    export_command,
     onnx_metadata,
     rounding_bound,
     to_onnx,

@@ -67,7 +67,6 @@ import numpy as np
 
 __all__ = [
     "to_onnx",
-    "export_command",
     "certified_radius_from_scores",
     "onnx_metadata",
     "rounding_bound",
@@ -350,22 +349,6 @@ def to_onnx(model, path: str | os.PathLike, opset: int = 17, dtype: str = "float
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-
-
-def export_command(model_dir: str | os.PathLike, output: str | os.PathLike, opset: int = 17,
-                   dtype: str = "float32") -> str:
-    """``ocsdf export DIR -o FILE``: load a saved model, write its ONNX graph, return a summary.
-
-    Errors propagate (ModelFileError for a bad directory, ImportError without onnx).
-    """
-    from .estimator import OCSDF
-
-    model = OCSDF.load(model_dir)
-    path = to_onnx(model, output, opset=opset, dtype=dtype)
-    meta = onnx_metadata(path)
-    return (f"wrote {path}: {meta['n_features']} features in raw units -> score ({dtype}, "
-            f"opset {opset}); threshold {float(meta['threshold']):.6g}, "
-            f"l2 Lipschitz bound {float(meta['lipschitz_raw']):.6g} (raw units)")
 
 
 def onnx_metadata(path: str | os.PathLike) -> dict[str, str]:

@@ -279,7 +279,7 @@ def summary_markdown(rows: Sequence[dict]) -> str:
 # ---------------------------------------------------------------------- CLI
 def register(subparsers) -> argparse.ArgumentParser:
     """Add ``ocsdf bench defaults`` to ``subparsers`` (from ``add_subparsers``)."""
-    from ..cli import _add_device
+    from ..cli.options import add_device
 
     p = subparsers.add_parser(
         "defaults",
@@ -301,7 +301,7 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder holding adbench/ (default: found)")
     p.add_argument("--out-dir", default="docs/results", help="output folder (default: %(default)s)")
     p.add_argument("--name", default="defaults", help="output file stem (default: %(default)s)")
-    _add_device(p)
+    add_device(p)
     p.set_defaults(func=run)
     return p
 

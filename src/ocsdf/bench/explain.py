@@ -376,7 +376,7 @@ def findings(summary: Sequence[dict]) -> str:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ocsdf bench explain``."""
-    from ..cli import _add_device
+    from ..cli.options import add_device
 
     p = subparsers.add_parser(
         "explain", help="counterfactual explanations vs SHAP(IsolationForest) and robust z-scores",
@@ -399,7 +399,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out-dir", default="docs/results")
-    _add_device(p)
+    add_device(p)
     p.set_defaults(func=run)
 
 

@@ -96,7 +96,7 @@ def robustness_benchmark(
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ocsdf bench robustness``."""
-    from ..cli import _add_device
+    from ..cli.options import add_device
 
     p = subparsers.add_parser(
         "robustness", help="OCSDF vs a conventional network under the same l2 attack",
@@ -111,7 +111,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out-dir", default="docs/results")
-    _add_device(p)
+    add_device(p)
     p.set_defaults(func=run)
 
 

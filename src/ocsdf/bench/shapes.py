@@ -175,7 +175,7 @@ there.
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ocsdf bench shapes``."""
-    from ..cli import _add_device
+    from ..cli.options import add_device
     from ..surface import DEFAULT_STEPS
 
     p = subparsers.add_parser(
@@ -192,7 +192,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     p.add_argument("--data-dir", default=None, help="data folder holding meshes/")
     p.add_argument("--out-dir", default="docs/results")
-    _add_device(p)
+    add_device(p)
     p.set_defaults(func=run)
 
 

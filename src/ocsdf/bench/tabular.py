@@ -977,8 +977,8 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=1,
                    help="worker processes, each running whole data sets with --threads threads "
                    "(0 = one per CPU core; default: 1). Results do not depend on it")
-    from ..cli import _add_device
+    from ..cli.options import add_device
 
-    _add_device(p)
+    add_device(p)
     p.set_defaults(func=run)
     return p

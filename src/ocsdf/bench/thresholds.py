@@ -404,7 +404,7 @@ def _rates(text: str) -> list[float]:
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``ocsdf bench thresholds``."""
-    from ..cli import _add_device
+    from ..cli.options import add_device
 
     p = subparsers.add_parser(
         "thresholds", help="target vs measured false-positive rate: conformal OCSDF vs "
@@ -426,7 +426,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--calibration-sizes", type=_rates, default=None, metavar="S1,S2,...",
                    help="instead: the calibration-size study (e.g. 0.1,0.2,0.3,0.5), written "
                    "to thresholds_calibration.{md,csv,json}")
-    _add_device(p)
+    add_device(p)
     p.set_defaults(func=run)
     return p
 

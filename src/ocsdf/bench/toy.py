@@ -261,7 +261,7 @@ Columns:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ocsdf bench toy``."""
-    from ..cli import _add_device
+    from ..cli.options import add_device
 
     p = subparsers.add_parser(
         "toy", help="the 2-D study: OCSDF vs OneClassSVM, IsolationForest, a ReLU network",
@@ -275,7 +275,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1)")
     p.add_argument("--out-dir", default="docs/results")
-    _add_device(p)
+    add_device(p)
     p.set_defaults(func=run)
 
 

@@ -11,13 +11,21 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from .options import (
+    add_device,
+    as_model_input,
+    column_list,
+    note_ignored,
+    positive_int,
+    read_for_model,
+    writing,
+)
 
 __all__ = ["register", "cmd_report"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``report`` sub-command to the ``ocsdf`` parser."""
-    from ..cli import _add_device, _column_list, _positive_int
 
     p = subparsers.add_parser(
         "report", help="write a self-contained HTML report of a model on a data file",
@@ -31,21 +39,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, metavar="HTML", help="HTML file to write")
     p.add_argument("--labels", metavar="COLUMN",
                    help="column of ground-truth labels, 1 = anomaly, 0 = normal (not a feature)")
-    p.add_argument("--top-rows", type=_positive_int, default=20,
+    p.add_argument("--top-rows", type=positive_int, default=20,
                    help="most anomalous rows listed (20)")
-    p.add_argument("--top-features", type=_positive_int, default=3,
+    p.add_argument("--top-features", type=positive_int, default=3,
                    help="features per row in the explanation (3)")
-    p.add_argument("--columns", type=_column_list, metavar="A,B,...",
+    p.add_argument("--columns", type=column_list, metavar="A,B,...",
                    help="feature columns (default: the model's feature names when the file "
                    "has a header, else every column but the labels)")
     p.add_argument("--title", help="page heading (default: OCSDF report: MODEL on DATA)")
-    _add_device(p)
+    add_device(p)
     p.set_defaults(func=cmd_report)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``ocsdf report``: load a model and a file, write the HTML report. Returns 0."""
-    from ..cli import _as_model_input, _read_for_model, _writing
     from ..estimator import OCSDF
     from ..report import Report
 
@@ -54,16 +61,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.labels is not None:
         labels, name = _read_labels(args.data, args.labels)
         exclude = (name,)
-    X = _read_for_model(model, args.data, args.columns, args.model, exclude=exclude)
+    X, ignored = read_for_model(model, args.data, args.columns, args.model, exclude=exclude)
     title = args.title or f"OCSDF report: {Path(args.model).name} on {Path(args.data).name}"
-    report = Report(model, _as_model_input(model, X), labels=labels, top_rows=args.top_rows,
+    report = Report(model, as_model_input(model, X), labels=labels, top_rows=args.top_rows,
                     top_features=args.top_features, title=title, source=str(args.data))
-    with _writing(args.output):
+    with writing(args.output):
         path = report.save(args.output)
     n_flag = int(report.flagged.sum())
     extra = "" if report.auroc is None else f"; AUROC {report.auroc:.4f}"
     print(f"report on {len(X)} rows of {args.data}: {n_flag} flagged as outliers{extra}; "
           f"wrote {path}")
+    note_ignored(ignored)
     return 0
 
 

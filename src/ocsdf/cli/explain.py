@@ -11,12 +11,21 @@ import argparse
 
 import numpy as np
 
+from .options import (
+    add_device,
+    as_model_input,
+    column_list,
+    note_ignored,
+    positive_int,
+    read_for_model,
+    write_rows,
+)
+
 __all__ = ["register", "cmd_explain"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``explain`` sub-command to the ``ocsdf`` parser."""
-    from ..cli import _add_device, _column_list, _positive_int
 
     p = subparsers.add_parser(
         "explain", help="explain each row: the features to change to make it normal",
@@ -29,28 +38,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="DIR", help="model directory written by 'ocsdf fit'")
     p.add_argument("data", help="rows to explain (.csv, .npz, .parquet)")
     p.add_argument("-o", "--output", metavar="CSV", help="output CSV (default: stdout)")
-    p.add_argument("--top", type=_positive_int, default=5,
+    p.add_argument("--top", type=positive_int, default=5,
                    help="features listed per row (5)")
-    p.add_argument("--max-features", type=_positive_int, default=None, metavar="K",
+    p.add_argument("--max-features", type=positive_int, default=None, metavar="K",
                    help="change at most K features per row (default: any)")
-    p.add_argument("--max-steps", type=_positive_int, default=50,
+    p.add_argument("--max-steps", type=positive_int, default=50,
                    help="search steps per row (50)")
-    p.add_argument("--columns", type=_column_list, metavar="A,B,...",
+    p.add_argument("--columns", type=column_list, metavar="A,B,...",
                    help="columns to use (default: the model's feature names when the file "
                    "has a header, else all columns)")
-    _add_device(p)
+    add_device(p)
     p.set_defaults(func=cmd_explain)
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """``ocsdf explain``: load a model, explain every row of a file, write the CSV. Returns 0."""
-    from ..cli import _as_model_input, _read_for_model, _write_rows
     from ..estimator import OCSDF
     from ..explain import explain
 
     model = OCSDF.load(args.model, device=args.device)
-    X = _read_for_model(model, args.data, args.columns, args.model, allow_empty=True)
-    data = _as_model_input(model, X)
+    X, ignored = read_for_model(model, args.data, args.columns, args.model, allow_empty=True)
+    data = as_model_input(model, X)
     ex = explain(model, data, top=args.top, max_features=args.max_features,
                  max_steps=args.max_steps)
     out = ex.to_frame()
@@ -61,5 +69,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     n_flag = int(np.asarray(ex.flagged, dtype=bool).sum())
     summary = (f"explained {len(out)} rows of {args.data}: {n_flag} flagged as outliers; "
                f"top {args.top} features per row (certified_radius: l2, raw feature units)")
-    _write_rows(out, args.output, summary)
+    write_rows(out, args.output, summary)
+    note_ignored(ignored)
     return 0

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 
 from ..errors import InputError
+from .options import add_device, positive_int
 
 __all__ = ["register", "cmd_reconstruct"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``ocsdf reconstruct``."""
-    from ..cli import _add_device, _positive_int
     from ..surface import DEFAULT_STEPS
 
     p = subparsers.add_parser(
@@ -29,16 +29,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("input", help="mesh (.off .obj .ply .stl) or point cloud (.ply .xyz .npy)")
     p.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="mesh to write: .ply, .obj or .stl")
-    p.add_argument("--points", type=_positive_int, default=2048,
+    p.add_argument("--points", type=positive_int, default=2048,
                    help="points sampled inside a mesh input (2048; ignored for point clouds)")
-    p.add_argument("--grid", type=_positive_int, default=200,
+    p.add_argument("--grid", type=positive_int, default=200,
                    help="grid nodes along the longest side (200)")
-    p.add_argument("--steps", type=_positive_int, default=DEFAULT_STEPS,
+    p.add_argument("--steps", type=positive_int, default=DEFAULT_STEPS,
                    help=f"training steps ({DEFAULT_STEPS})")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     p.add_argument("--preview", metavar="PNG",
                    help="preview image (default: OUT with .png)")
-    _add_device(p)
+    add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_reconstruct)
 

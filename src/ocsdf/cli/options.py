@@ -1,0 +1,232 @@
+"""What the ``ocsdf`` commands share: argparse option types, ``--device``, and the readers and
+writers of rows.
+
+User errors are raised as :class:`ocsdf.errors.InputError` (one line), which
+:func:`ocsdf.cli.main` prints as ``ocsdf: error: ...``. This module imports no command module
+and nothing of :mod:`ocsdf.bench`, so any of them can import it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import os
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InputError
+
+__all__ = [
+    "add_device",
+    "as_model_input",
+    "auto_or_float",
+    "check_finite",
+    "column_list",
+    "eps_list",
+    "first_line",
+    "note_ignored",
+    "positive_int",
+    "read_for_model",
+    "trim_fraction",
+    "write_rows",
+    "writing",
+]
+
+
+# ---------------------------------------------------------------------------- option types
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def trim_fraction(text: str) -> float:
+    """argparse type of ``--trim``: a float in ``[0, 0.5)``."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value < 0.5:
+        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 0.5), got {text!r}")
+    return value
+
+
+def auto_or_float(low: float, high: float, low_open: bool = True):
+    """argparse type: ``"auto"`` or a finite float in ``(low, high]``."""
+
+    def parse(text: str) -> float | str:
+        if text.strip().lower() == "auto":
+            return "auto"
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and value > low and value <= high):
+            bound = "" if math.isinf(high) else f" and at most {high:g}"
+            raise argparse.ArgumentTypeError(
+                f"expected 'auto' or a number greater than {low:g}{bound}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def column_list(text: str) -> list[str]:
+    """argparse type: ``"a,b,c"`` → ``["a", "b", "c"]`` (names or 0-based positions)."""
+    columns = [c.strip() for c in text.split(",") if c.strip()]
+    if not columns:
+        raise argparse.ArgumentTypeError("expected comma-separated column names or positions")
+    return columns
+
+
+def eps_list(text: str) -> list[float]:
+    """argparse type: ``"0,0.05,0.1"`` → budgets, each finite and >= 0."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) and v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated budgets >= 0, got {text!r}")
+    return sorted(set(values))
+
+
+def add_device(p: argparse.ArgumentParser) -> None:
+    """``--device``: where a command trains or scores ("cpu", "cuda", "cuda:1", ...)."""
+    p.add_argument("--device", default="cpu",
+                   help="torch device to train/score on: cpu (default) or cuda; results, saved "
+                   "models and exports are the same format either way")
+
+
+# ---------------------------------------------------------------------------- reading rows
+def read_for_model(
+    model,
+    path: str,
+    columns: Sequence[str] | None,
+    model_dir: str,
+    exclude: Sequence[str] = (),
+    allow_empty: bool = False,
+) -> tuple[np.ndarray, list[str]]:
+    """Rows of ``path`` as the (n, d) float64 array (raw units) that ``model`` expects, and the
+    names of the file's columns left out because the model does not use them.
+
+    With no ``columns``, a file with a header and a model fitted with feature names gives the
+    model's columns by name (in the model's order); otherwise every column but ``exclude`` (a
+    label column, say), by position. Raises :class:`InputError` (one line) for missing columns,
+    a wrong width, NaN/inf or non-numeric columns. With ``allow_empty`` a file with a header and
+    no data rows gives shape (0, d) instead of an error.
+    Rule for extra columns: the header's columns other than the model's and ``exclude`` are
+    skipped and returned as the ignored names (the command prints them with
+    :func:`note_ignored`); with explicit ``columns`` nothing is reported as ignored.
+    """
+    from ..io import load_table, select_numeric
+
+    table = load_table(path, allow_empty=allow_empty)
+    present = [str(c) for c in table.frame.columns]
+    model_names = getattr(model, "feature_names_in_", None)
+    ignored: list[str] = []
+    if columns is None and model_names is not None and table.has_header:
+        wanted = [str(n) for n in model_names]
+        missing = [n for n in wanted if n not in set(present)]
+        if missing:
+            raise InputError(
+                f"{path} lacks columns the model was fitted on: {missing}; "
+                "choose columns with --columns"
+            )
+        columns = wanted
+        ignored = [c for c in present if c not in set(wanted) and c not in set(exclude)]
+    elif columns is None and exclude:
+        columns = [c for c in present if c not in set(exclude)]
+    elif columns is not None and exclude:
+        clash = [c for c in columns if c in set(exclude)]
+        if clash:
+            raise InputError(f"column {clash[0]!r} is the label column and cannot be a feature")
+    X, names = select_numeric(table, columns)
+    expected = int(model.n_features_in_)
+    if X.shape[1] != expected:
+        raise InputError(
+            f"{path} has {X.shape[1]} feature columns but the model in {model_dir} expects "
+            f"{expected}; choose columns with --columns"
+        )
+    check_finite(X, names, table.path)
+    return X, ignored
+
+
+def note_ignored(*ignored: Sequence[str]) -> None:
+    """Print ``ocsdf: note: ignored columns not used by the model: [...]`` on stderr, one line
+    for the names returned by one or more :func:`read_for_model` calls (nothing when none).
+
+    Commands call it once their work is done, so that a user error stays a single line.
+    """
+    from ..io import _short_list
+
+    names = list(dict.fromkeys(name for names in ignored for name in names))
+    if names:
+        print(f"ocsdf: note: ignored columns not used by the model: {_short_list(names)}",
+              file=sys.stderr)
+
+
+def as_model_input(model, X: np.ndarray):
+    """``X`` as a DataFrame with the model's feature names when it was fitted with names."""
+    import pandas as pd
+
+    names = getattr(model, "feature_names_in_", None)
+    return pd.DataFrame(X, columns=list(names)) if names is not None else X
+
+
+def check_finite(X: np.ndarray, names: list[str], path: Path) -> None:
+    """Raise :class:`InputError` naming the columns and first row holding NaN or inf."""
+    bad = ~np.isfinite(X)
+    if not bad.any():
+        return
+    cols = [names[j] for j in np.flatnonzero(bad.any(axis=0))]
+    first = int(np.flatnonzero(bad.any(axis=1))[0]) + 1
+    raise InputError(
+        f"{path} has {int(bad.sum())} missing or infinite values (NaN/inf) in columns {cols}, "
+        f"first in data row {first}; remove or impute them"
+    )
+
+
+# ---------------------------------------------------------------------------- writing
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn an OS error while writing ``path`` into an :class:`InputError` naming it."""
+    try:
+        yield
+    except OSError as err:
+        reason = err.strerror or first_line(err)
+        raise InputError(f"cannot write {path}: {reason}") from None
+
+
+def write_rows(table, output: str | None, summary: str) -> None:
+    """Write a per-row result table as CSV to ``output`` (atomically) or to stdout.
+
+    The one-line ``summary`` goes to stdout after the file, or to stderr when the table itself
+    is on stdout (so that ``ocsdf score ... > out.csv`` keeps the CSV clean).
+    """
+    from ..io import write_csv_atomic
+
+    if output:
+        with writing(output):
+            write_csv_atomic(table, output, header=True)
+        print(f"{summary}; wrote {output}")
+    else:
+        table.to_csv(sys.stdout, index=False, lineterminator="\n")
+        sys.stdout.flush()
+        print(summary, file=sys.stderr)
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of ``err``'s message (its type name when empty)."""
+    for line in str(err).splitlines():
+        if line.strip():
+            return line.strip()
+    return type(err).__name__
