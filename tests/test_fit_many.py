@@ -35,15 +35,18 @@ def _auroc(model, normal, outliers) -> float:
     return float(roc_auc_score(np.r_[np.ones(len(normal)), np.zeros(len(outliers))], s))
 
 
-@pytest.mark.parametrize("activation,domain,steps",
-                         [("groupsort2", Box(), 60), ("fullsort", Ball(5.0), 8)])
-def test_stacked_models_follow_their_single_runs(activation, domain, steps):
+@pytest.mark.parametrize("activation,domain,steps,atol",
+                         [("groupsort2", Box(), 60, 1e-4), ("fullsort", Ball(5.0), 8, 3e-3)])
+def test_stacked_models_follow_their_single_runs(activation, domain, steps, atol):
     """M = 2 in one run: each model follows the M = 1 run with its seed, margin and data up to
     float rounding of batched kernels (short run), and its own data set is used.
 
+    Rounding differences are amplified by RMSprop: a weight whose gradient is near 0 moves by
+    about +-lr whatever its size, so a sign flipped by rounding moves it 2 lr = 2e-3 apart
+    (measured 1.5e-3 for FullSort after 8 warm-up steps on another CPU and torch 2.11; 0 here).
     FullSort is compared during the warm-up only: once Newton steps start, a rounding-level
-    difference (3.6e-7 in a forward pass) that reorders a sort changes a negative's path, and
-    the runs part (0.02 in a weight after 20 steps, measured); GroupSort2 stays within 1e-7."""
+    difference that reorders a sort changes a negative's path and the runs part (0.02 in a
+    weight after 20 steps, measured); GroupSort2 stayed within 1e-7 after 60 steps."""
     gen = torch.Generator().manual_seed(0)
     xa, xb = torch.randn(500, 5, generator=gen), torch.randn(300, 5, generator=gen) + 1.0
     cfg = TrainConfig(n_steps=steps, warmup_steps=10)
@@ -54,7 +57,7 @@ def test_stacked_models_follow_their_single_runs(activation, domain, steps):
         (h,) = train(alone, x, domain, TrainConfig(n_steps=steps, warmup_steps=10, margin=m,
                                                    seed=s_run))
         for p, q in zip(alone.parameters(), joint.parameters()):
-            torch.testing.assert_close(p[0], q[i], atol=1e-4, rtol=0)
+            torch.testing.assert_close(p[0], q[i], atol=atol, rtol=0)
         np.testing.assert_allclose(h.loss, hist[i].loss, atol=1e-3)
     # a different seed gives a different trajectory (the comparison above can fail)
     other = make_mlp(5, 32, 2, activation, seeds=[1])
