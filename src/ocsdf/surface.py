@@ -24,11 +24,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from .errors import InputError
+
+if TYPE_CHECKING:  # torch is imported where it is used: `ocsdf reconstruct --help` stays fast
+    import torch
 
 __all__ = [
     "CLOUD_EXTENSIONS", "MESH_EXTENSIONS", "OUTPUT_EXTENSIONS", "Frame", "GridResult",
@@ -204,6 +207,8 @@ def winding_number(mesh, query: np.ndarray, chunk_pairs: int = 100_000) -> np.nd
     the same formula as a plain numpy version to ~1e-15, about 10 times faster than it on one
     thread (0.29 s instead of 3.0 s for 500 points x 12,756 faces, 45 ns per pair).
     """
+    import torch
+
     tri = np.asarray(mesh.vertices, dtype=np.float64)[np.asarray(mesh.faces)]  # (F, 3, 3)
     q = torch.as_tensor(np.asarray(query, dtype=np.float64).reshape(-1, 3))
     out = torch.zeros(len(q), dtype=torch.float64)
@@ -348,6 +353,8 @@ class SurfaceFit:
 
 
 def _evaluate(func, z: np.ndarray, batch: int = GRID_BATCH, device: str = "cpu") -> np.ndarray:
+    import torch
+
     out = np.empty(len(z), dtype=np.float32)
     with torch.no_grad():
         for s in range(0, len(z), batch):
@@ -432,6 +439,7 @@ def fit_deepsdf(
     the box, half is training points plus Gaussian noise of standard deviation ``2 r`` (DeepSDF
     samples densely near the surface). The surface is its zero level.
     """
+    import torch
     from scipy.spatial import cKDTree
 
     from .baselines import make_conventional_mlp

@@ -35,8 +35,14 @@ _EXTRAS = {"trimesh": "mesh", "skimage": "mesh", "rtree": "mesh", "scipy": "mesh
            "deel": "bench", "pyarrow": "parquet"}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full ``ocsdf`` argument parser (every command of :data:`COMMANDS`)."""
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``ocsdf`` argument parser (every command of :data:`COMMANDS`).
+
+    With ``argv`` (the arguments about to be parsed) that do not name ``bench``, the bench
+    studies are not registered: their modules import torch and pandas, which would cost every
+    command (``ocsdf --version`` included) about 3 s of start-up; ``ocsdf bench ...`` and
+    ``build_parser()`` register them all.
+    """
     from .._version import __version__
 
     parser = argparse.ArgumentParser(
@@ -46,8 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"ocsdf {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    with_studies = argv is None or "bench" in argv
     for name in COMMANDS:
-        importlib.import_module(f"{__name__}.{name}").register(sub)
+        module = importlib.import_module(f"{__name__}.{name}")
+        if name == "bench":
+            module.register(sub, studies=with_studies)
+        else:
+            module.register(sub)
     return parser
 
 
@@ -74,8 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     from .options import first_line
 
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        args_list = sys.argv[1:] if argv is None else list(argv)
+        parser = build_parser(args_list)
+        args = parser.parse_args(args_list)
         return int(args.func(args) or 0)
     except SystemExit as exc:
         return _exit_status(exc.code)
