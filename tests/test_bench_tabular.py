@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("pyod", reason="PyOD not installed (pip install pyod)")
 
-from ocsdf.bench import tabular  # noqa: E402
+from ocsdf.bench import harness, tabular  # noqa: E402
 from ocsdf.data import load_adbench  # noqa: E402
 
 TINY = {"width": 16, "depth": 1}
@@ -148,16 +148,16 @@ def test_on_dataset_sees_the_rows_so_far(wine):
 
 def test_split_and_subsample():
     y = np.r_[np.zeros(90, int), np.ones(10, int)]
-    tr, te = tabular.split_indices(y, "oc", seed=0)
+    tr, te = harness.split_indices(y, "oc", seed=0)
     assert len(tr) == 45 and not y[tr].any()
     assert len(np.intersect1d(tr, te)) == 0 and len(te) == 55 and y[te].sum() == 10
-    tr2, _ = tabular.split_indices(y, "oc", seed=0)
+    tr2, _ = harness.split_indices(y, "oc", seed=0)
     np.testing.assert_array_equal(tr, tr2)
-    keep = tabular.subsample_indices(y, 50, seed=1)
+    keep = harness.subsample_indices(y, 50, seed=1)
     assert len(keep) == 50 and y[keep].sum() == 10  # at least min(10, #anomalies) kept
-    np.testing.assert_array_equal(tabular.subsample_indices(y, None, 0), np.arange(100))
+    np.testing.assert_array_equal(harness.subsample_indices(y, None, 0), np.arange(100))
     with pytest.raises(ValueError):
-        tabular.split_indices(y, "xx", 0)
+        harness.split_indices(y, "xx", 0)
 
 
 def test_paper_table_and_baselines():
@@ -185,7 +185,7 @@ def test_parallel_workers_give_the_serial_results(wine):
         [(r["dataset"], r["method"]) for r in rows_1]
     assert [r["auroc_seeds"] for r in rows_2] == [r["auroc_seeds"] for r in rows_1]
     assert sorted(map(len, seen)) == [1, 2] and seen[-1] == names
-    assert tabular._resolve_jobs(0, 50) >= 1 and tabular._resolve_jobs(8, 3) == 3
+    assert harness.resolve_jobs(0, 50) >= 1 and harness.resolve_jobs(8, 3) == 3
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is present here")

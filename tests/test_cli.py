@@ -335,3 +335,75 @@ def test_missing_optional_dependency_is_one_line(monkeypatch, tmp_path, capsys):
     assert main(["reconstruct", str(pts), "-o", str(tmp_path / "m.ply")]) == 2
     line = _one_error_line(capsys)
     assert "needs the package 'trimesh'" in line and "ocsdf[mesh]" in line
+
+
+@pytest.mark.parametrize("command", ["score", "export"])
+def test_output_into_a_missing_folder_is_an_error(command, model_dir, train_csv, tmp_path,
+                                                  capsys):
+    """A mistyped -o folder is a one-line error that names it; nothing is created."""
+    if command == "export":
+        pytest.importorskip("onnx", reason="onnx not installed (pip install 'ocsdf[deploy]')")
+        argv = ["export", str(model_dir), "-o", str(tmp_path / "typo" / "m.onnx")]
+    else:
+        argv = ["score", str(model_dir), str(train_csv), "-o", str(tmp_path / "typo" / "s.csv")]
+    assert main(argv) == 2
+    line = _one_error_line(capsys)
+    assert "typo does not exist" in line
+    assert not (tmp_path / "typo").exists()
+
+
+def test_certify_draws_no_plot_unless_asked(model_dir, train_csv, tmp_path, capsys,
+                                            monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = main(["certify", str(model_dir), str(train_csv), str(train_csv), "--no-attack",
+                 "--eps", "0,0.1"])
+    assert code == 0
+    assert list(tmp_path.iterdir()) == []  # no robustness.png written (or overwritten) here
+    assert "certified_auroc" in capsys.readouterr().out
+
+
+def test_fit_summary_says_what_was_held_out_and_trimmed(train_csv, tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(["fit", str(train_csv), "--model", str(out), "--columns", "a,b", "--fpr", "0.1",
+                 "--trim", "0.1", *TINY]) == 0
+    text = capsys.readouterr().out
+    model = OCSDF.load(out)
+    n_cal = len(model.calibration_scores_)  # auto: 10 / fpr = 100 of the 200 rows
+    assert n_cal == 100
+    assert (f"trained on {200 - n_cal - 10} rows; {n_cal} held out to calibrate the threshold; "
+            "10 left out of the second fit by --trim 0.1") in text
+    assert model.verbose is False  # the saved model draws no progress bar when refit
+
+
+def test_fpr_option_error_names_the_range_only(train_csv, tmp_path, capsys):
+    assert main(["fit", str(train_csv), "--model", str(tmp_path / "m"), "--fpr", "auto"]) == 2
+    err = capsys.readouterr().err
+    assert "expected a number between 0 and 1, got 'auto'" in err
+
+
+def test_export_help_explains_every_option(capsys):
+    assert main(["export", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "element type of the graph's input" in text and "ONNX opset version" in text
+
+
+def test_fit_on_npz_with_labels_says_so(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = np.r_[rng.normal(size=(120, 2)), rng.normal(size=(8, 2)) + 6]
+    y = np.r_[np.zeros(120), np.ones(8)]
+    data = tmp_path / "set.npz"
+    np.savez(data, X=X, y=y)
+    assert main(["fit", str(data), "--model", str(tmp_path / "all"), *TINY]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"ocsdf: note: {data} also holds labels y (8 of 128 rows non-zero); every "
+                   "row was used for training, anomalies included (--normal-only trains on the "
+                   "rows with y == 0)"]
+    assert main(["fit", str(data), "--model", str(tmp_path / "normal"), "--normal-only",
+                 *TINY]) == 0
+    captured = capsys.readouterr()
+    assert "fitted OCSDF on 120 rows" in captured.out
+    assert "leaving out 8 labelled anomalies" in captured.err
+    np.savez(tmp_path / "plain.npz", X=X)
+    assert main(["fit", str(tmp_path / "plain.npz"), "--model", str(tmp_path / "p"),
+                 "--normal-only", *TINY]) == 2
+    assert "--normal-only needs labels" in _one_error_line(capsys)

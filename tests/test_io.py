@@ -178,6 +178,11 @@ def test_parquet(tmp_path):
 def test_write_csv_atomic(tmp_path):
     out = tmp_path / "sub" / "out.csv"
     frame = pd.DataFrame({"score": [0.1, -1 / 3], "label": [1, -1]})
+    with pytest.raises(InputError, match=r"cannot write .*out.csv: the folder .*sub does not "
+                                         r"exist"):
+        write_csv_atomic(frame, out, header=True)  # a mistyped folder is not created
+    assert not out.parent.exists()
+    out.parent.mkdir()
     write_csv_atomic(frame, out, header=True)
     back = pd.read_csv(out)
     assert list(back.columns) == ["score", "label"]

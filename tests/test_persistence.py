@@ -219,3 +219,28 @@ def test_version_1_directories_still_load(tmp_path):
     assert json.loads((tmp_path / "new" / "config.json").read_text())["format_version"] == 2
     again = OCSDF.load(tmp_path / "new")
     assert np.array_equal(again.score_samples(x), loaded.score_samples(x))
+
+
+def test_saved_files_have_the_usual_permissions(saved, tmp_path):
+    """Other users (a service) can read a saved model and its ONNX graph: 0o666 / 0o777 less
+    the umask, not the owner-only modes of mkdtemp / mkstemp."""
+    import os
+
+    model, path, _ = saved
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o777 & ~umask
+    for f in path.iterdir():
+        assert os.stat(f).st_mode & 0o777 == 0o666 & ~umask, f.name
+    pytest.importorskip("onnx", reason="onnx not installed (pip install 'ocsdf[deploy]')")
+    onnx_file = model.to_onnx(tmp_path / "m.onnx")
+    assert os.stat(onnx_file).st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_saving_into_a_missing_folder_is_an_error(saved, tmp_path):
+    from ocsdf import InputError
+
+    model, _, _ = saved
+    with pytest.raises(InputError, match="the folder .*typo does not exist"):
+        model.save(tmp_path / "typo" / "model")
+    assert not (tmp_path / "typo").exists()

@@ -121,6 +121,7 @@ def test_report_html_is_self_contained_and_escaped(report, tmp_path):
     assert not re.search(r"(src|href)=\"(https?:|//)", text)  # nothing from the network
     assert "l2, raw units" in text and "standardised units" in text
     # save: the same text, atomically, no temporary file left behind
+    (tmp_path / "sub").mkdir()
     path = report.save(tmp_path / "sub" / "r.html")
     assert path.read_text(encoding="utf-8") == text
     assert sorted(p.name for p in path.parent.iterdir()) == ["r.html"]

@@ -2,6 +2,9 @@
 
 Benchmark files are never part of the package: they are read from ``data_dir``, the
 ``OCSDF_DATA_DIR`` environment variable, or ``../shared/data`` when it exists.
+
+Random splits have one stream per seed, the same in every study and command: a subsample draws
+from ``numpy.random.default_rng([seed, 1])``, a one-class half from ``default_rng([seed, 2])``.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ import numpy as np
 from .errors import InputError
 
 __all__ = ["TOY_DATASETS", "make_toy", "find_data_dir", "load_adbench", "adbench_path",
-           "ADBENCH_FILES", "oc_split"]
+           "ADBENCH_FILES", "oc_split", "split_indices", "subsample_indices"]
+
+_MIN_ANOMALIES = 10  # kept by a subsample when a set has that many
 
 TOY_DATASETS = ("moons", "one-cloud", "two-clouds", "two-blobs", "blob-cloud", "circles")
 
@@ -128,29 +133,65 @@ def adbench_path(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     return f
 
 
+def subsample_indices(y: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
+    """Sorted row indices: all rows, or a random subsample of ``max_rows`` rows stratified by
+    class (the anomaly ratio is kept, with at least ``min(10, #anomalies)`` anomalies).
+
+    Labels ``y``: 1 = anomaly, 0 = normal. Random stream: ``default_rng([seed, 1])``.
+    """
+    n = len(y)
+    if max_rows is None or n <= max_rows:
+        return np.arange(n)
+    rng = np.random.default_rng([seed, 1])
+    anomalies = np.flatnonzero(y == 1)
+    normals = np.flatnonzero(y == 0)
+    n_anom = int(round(max_rows * len(anomalies) / n))
+    n_anom = min(len(anomalies), max(n_anom, _MIN_ANOMALIES))
+    keep = np.concatenate([rng.choice(anomalies, n_anom, replace=False),
+                           rng.choice(normals, max_rows - n_anom, replace=False)])
+    return np.sort(keep)
+
+
+def split_indices(y: np.ndarray, protocol: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, evaluation rows), sorted indices, of ``protocol`` for ``seed``.
+
+    ``"ad"``: every row for both. ``"oc"``: a random half (rounded down) of the normal rows
+    (``y == 0``) to train; the other normal rows and every anomaly (``y == 1``) to evaluate.
+    Random stream: ``default_rng([seed, 2])``, so a seed is the same split in every study.
+    """
+    if protocol == "ad":
+        every = np.arange(len(y))
+        return every, every
+    if protocol != "oc":
+        raise ValueError(f"protocol must be 'ad' or 'oc', got {protocol!r}")
+    normal = np.flatnonzero(y == 0)
+    perm = np.random.default_rng([seed, 2]).permutation(normal)
+    half = len(perm) // 2
+    return np.sort(perm[:half]), np.sort(np.concatenate([perm[half:], np.flatnonzero(y == 1)]))
+
+
 def oc_split(
     name: str, seed: int = 0, data_dir: str | os.PathLike | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One-class split of a named data set: (train normal, test normal, test anomalous).
 
-    ADBench sets: a random half of the normal rows to train on, the other half and all
-    anomalies to test (the paper's OC protocol), raw units. Toy sets (:data:`TOY_DATASETS`):
-    1000 training and 1000 held-out points (standardised units) and 1000 anomalies uniform in the
-    ball of radius 5.
+    ADBench sets: the one-class split of :func:`split_indices` (``protocol="oc"``, the stream
+    of every study): a random half of the normal rows to train on, the other normal rows and
+    all anomalies to test, raw units, rows in file order. Toy sets (:data:`TOY_DATASETS`), a
+    generator of their own (``default_rng(seed)`` permutation, torch generator ``seed + 1``):
+    1000 training and 1000 held-out points (standardised units) and 1000 anomalies uniform in
+    the ball of radius 5.
     """
-    rng = np.random.default_rng(seed)
     if name in TOY_DATASETS:
         import torch
 
         from .core.domain import Ball
 
         x = make_toy(name, n=2000, seed=seed)
-        idx = rng.permutation(len(x))
+        idx = np.random.default_rng(seed).permutation(len(x))
         gen = torch.Generator().manual_seed(seed + 1)
         anomalies = Ball(5.0).sample(1000, 2, gen).double().numpy()
         return x[idx[:1000]], x[idx[1000:]], anomalies
     X, y = load_adbench(name, data_dir)
-    normal = X[y == 0]
-    idx = rng.permutation(len(normal))
-    half = len(normal) // 2
-    return normal[idx[:half]], normal[idx[half:]], X[y == 1]
+    train, test = split_indices(y, "oc", seed)
+    return X[train], X[test[y[test] == 0]], X[y == 1]

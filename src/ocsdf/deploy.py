@@ -60,7 +60,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -269,7 +268,8 @@ def to_onnx(model, path: str | os.PathLike, opset: int = 17, dtype: str = "float
     model : OCSDF
         A fitted estimator.
     path : str or path-like
-        Output file; written to a temporary file next to it and renamed into place.
+        Output file, in an existing folder; written to a temporary file next to it and renamed
+        into place, with the usual permissions (0o666 less the umask).
     opset : int, default 17
         ONNX opset (13 or newer).
     dtype : {"float32", "float64"}, default "float32"
@@ -336,18 +336,11 @@ def to_onnx(model, path: str | os.PathLike, opset: int = 17, dtype: str = "float
         "rounding_coef": json.dumps([float(c) for c in coef]),
     }
     onnx.helper.set_model_props(proto, meta)
+    from .io import atomic_open
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(proto.SerializeToString())
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as fh:  # usual permissions; the folder must exist
+        fh.write(proto.SerializeToString())
     return path
 
 

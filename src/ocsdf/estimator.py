@@ -172,6 +172,8 @@ class OCSDF(OutlierMixin, BaseEstimator):
     history_ : TrainHistory
     fit_time_ : float
         Wall-clock seconds ``fit`` took (training, calibration and threshold).
+    n_trimmed_ : int
+        Training rows the second fit left out (only with ``trim > 0``).
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when fitted on a DataFrame with string column names.
@@ -669,6 +671,8 @@ def _fit_estimators(ests: Sequence[OCSDF], X_list: Sequence, progress: bool, des
         data.append(z_by_key[key])
         prepared.append((seed, X_tr, X_cal))
     seeds = [p[0] for p in prepared]
+    for est in ests:
+        est.__dict__.pop("n_trimmed_", None)  # from an earlier fit with trim
     config = first._train_config(seeds[0])  # margin and seed are per model below
     domain = first._domain()
 
@@ -685,6 +689,8 @@ def _fit_estimators(ests: Sequence[OCSDF], X_list: Sequence, progress: bool, des
     if first.trim > 0:  # refit on the rows the first fit scores highest
         trimmed = [est._trim_rows(sc, X_tr, seed)
                    for est, sc, seed, (_, X_tr, _) in zip(ests, scorers, seeds, prepared)]
+        for est, (X_kept, _), (_, X_tr, _) in zip(ests, trimmed, prepared):
+            est.n_trimmed_ = len(X_tr) - len(X_kept)
         prepared = [(seed, X_kept, X_cal)
                     for (X_kept, _), (seed, _, X_cal) in zip(trimmed, prepared)]
         scorers, histories = train_all(

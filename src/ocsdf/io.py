@@ -42,11 +42,15 @@ class Table:
         were generated as ``x0, x1, ...`` (CSV without header, NPZ).
     path : Path
         The file it came from (as given, for messages).
+    labels : ndarray of shape (n_rows,) or None
+        A label array stored beside the features (the ``y`` of an ``.npz`` holding ``X`` and
+        ``y``, as ADBench files do); None when the file has none.
     """
 
     frame: pd.DataFrame
     has_header: bool
     path: Path
+    labels: np.ndarray | None = None
 
 
 def default_names(n_columns: int) -> list[str]:
@@ -238,6 +242,7 @@ def _load_npz(path: Path) -> Table:
                     "save the features as X"
                 )
             arr = npz[key]
+            labels = npz["y"] if key == "X" and "y" in keys else None
     except InputError:
         raise
     except Exception as err:  # zipfile, zlib, numpy format errors: all mean a bad file
@@ -248,7 +253,9 @@ def _load_npz(path: Path) -> Table:
             f"array {key!r} in {path} is {arr.ndim}-D with shape {arr.shape}; "
             "expected 2-D (n_samples, n_features)"
         )
-    return Table(pd.DataFrame(arr, columns=default_names(arr.shape[1])), False, path)
+    if labels is not None and (labels.ndim != 1 or len(labels) != len(arr)):
+        labels = None  # not one label per row: not labels of these rows
+    return Table(pd.DataFrame(arr, columns=default_names(arr.shape[1])), False, path, labels)
 
 
 def _load_parquet(path: Path) -> Table:
@@ -283,13 +290,22 @@ def _one_line(err: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------- writing
+def require_folder(path: str | os.PathLike) -> None:
+    """Raise :class:`InputError` when the folder that would hold ``path`` does not exist."""
+    parent = Path(path).parent
+    if not parent.is_dir():
+        what = "is not a folder" if parent.exists() else "does not exist"
+        raise InputError(f"cannot write {path}: the folder {parent} {what}")
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     """Open a temporary file next to ``path``; on success rename it onto ``path``.
 
     On any exception the temporary file is removed and ``path`` is left untouched, so nothing
-    half-written ever appears. Missing parent folders are created. The file gets the usual
-    permissions (0o666 less the umask).
+    half-written ever appears. The folder must exist (a mistyped path is an
+    :class:`InputError` naming it, not a new folder). The file gets the usual permissions
+    (0o666 less the umask), so other users and services can read it as with any file.
 
     Parameters
     ----------
@@ -299,7 +315,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     if mode not in ("w", "wb"):
         raise ValueError(f"mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    require_folder(path)
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:

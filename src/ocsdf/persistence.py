@@ -22,19 +22,20 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .core.nn import plain_network
 from .core.runtime import torch_device
 from .core.scorer import Scorer
 from .errors import ModelFileError
+from .io import require_folder
 
 if TYPE_CHECKING:
     from .estimator import OCSDF
@@ -48,6 +49,9 @@ WEIGHTS = "model.safetensors"
 
 def save_model(model: OCSDF, path: str | Path) -> Path:
     """Write the fitted ``model`` to the directory ``path`` atomically (temp dir, then rename).
+
+    The folder holding ``path`` must exist (:class:`InputError` otherwise); the directory and
+    its files get the usual permissions (0o777 / 0o666 less the umask).
     """
     path = Path(path)
     fitted = {
@@ -70,11 +74,15 @@ def save_model(model: OCSDF, path: str | Path) -> Path:
     state, scorer_meta = model.scorer_.state()
     config = {"format": "ocsdf", "format_version": FORMAT_VERSION, "params": params,
               "fitted": fitted, "scorer": scorer_meta}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    require_folder(path)
+    # os.mkdir and open() apply the umask: the usual permissions (0o777 / 0o666 less the
+    # umask), so a service running as another user can read the model (mkdtemp and
+    # safetensors' own writer would make it private to its owner).
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    os.mkdir(tmp, 0o777)
     try:
         (tmp / CONFIG).write_text(json.dumps(config, indent=2))
-        save_file(state, str(tmp / WEIGHTS), metadata={"format": "ocsdf"})
+        (tmp / WEIGHTS).write_bytes(save(state, metadata={"format": "ocsdf"}))
         if path.exists():
             if not (path / CONFIG).is_file():
                 raise ModelFileError(f"{path} exists and is not an ocsdf model directory")

@@ -82,6 +82,8 @@ verbose, trim
         0 = inlier, 1 = outlier, for the training rows.
     lipschitz_, margin_ : float
         ``detector_.lipschitz_`` and ``detector_.margin_``.
+    n_features_in_ : int
+        Number of features seen in ``fit`` (scikit-learn's and PyOD's generic attribute).
 
     Examples
     --------
@@ -163,6 +165,7 @@ verbose, trim
         X = check_array(X, dtype=np.float64)
         self._set_n_classes(y)
         self.detector_ = self._make_estimator().fit(X)
+        self.n_features_in_ = int(self.detector_.n_features_in_)
         self.decision_scores_ = -self.detector_.score_samples(X)
         self._process_decision_scores()
         if self.fpr is not None:

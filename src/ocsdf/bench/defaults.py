@@ -9,9 +9,10 @@ writes ``docs/results/defaults.{md,csv,json}``.
 Protocols
 ---------
 ``"oc"``
-    One-class: train on a random half of the normal rows (the split depends on the seed only, so
-    every configuration sees the same split for a given seed); AUROC of the other half of the
-    normal rows against all anomalies.
+    One-class: train on a random half of the normal rows (:func:`ocsdf.data.split_indices`: the
+    split depends on the seed only, the same as in the other studies, so every configuration
+    sees the same split for a given seed); AUROC of the other half of the normal rows against
+    all anomalies.
 ``"ad"``
     Unsupervised anomaly detection: train on all rows, AUROC on all rows.
 
@@ -21,19 +22,17 @@ The AUROC takes anomalies as the positive class and ``-score_samples`` as their 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
-import time
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.metrics import roc_auc_score
 
-from ..core.runtime import torch_device
+from ..core.runtime import torch_device, torch_threads
 from ..data import load_adbench
 from ..estimator import OCSDF
+from .harness import command_line, split_indices, study, timed
 
 __all__ = [
     "DEFAULT_CONFIGS",
@@ -87,19 +86,6 @@ def config_name(params: dict) -> str:
     return name
 
 
-def _split(y: np.ndarray, protocol: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the training rows and of the evaluation rows."""
-    if protocol == "ad":
-        every = np.arange(len(y))
-        return every, every
-    normal = np.flatnonzero(y == 0)
-    perm = np.random.default_rng(seed).permutation(normal)
-    half = len(perm) // 2
-    train_idx = np.sort(perm[:half])
-    test_idx = np.sort(np.concatenate([perm[half:], np.flatnonzero(y == 1)]))
-    return train_idx, test_idx
-
-
 def _scale_steps(params: dict, steps_scale: float) -> dict:
     params = dict(params)
     if steps_scale != 1.0:
@@ -110,14 +96,10 @@ def _scale_steps(params: dict, steps_scale: float) -> dict:
 
 
 def _fit_one(X, y, params: dict, protocol: str, seed: int, device: str = "cpu") -> dict:
-    train_idx, test_idx = _split(y, protocol, seed)
-    model = OCSDF(**{"device": device, **params}, random_state=seed)
-    t0 = time.perf_counter()
-    model.fit(X[train_idx])
-    fit_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    scores = model.score_samples(X[test_idx])
-    score_s = time.perf_counter() - t0
+    train_idx, test_idx = split_indices(y, protocol, seed)
+    model, fit_s = timed(OCSDF(**{"device": device, **params}, random_state=seed).fit,
+                         X[train_idx])
+    scores, score_s = timed(model.score_samples, X[test_idx])
     auroc = float(roc_auc_score(y[test_idx], -scores))
     return {"auroc": auroc, "fit_s": fit_s, "score_s": score_s, "margin_": model.margin_}
 
@@ -186,10 +168,8 @@ def defaults_study(
     params_list = [_scale_steps({k: v for k, v in c.items() if k != "name"}, steps_scale)
                    for c in configs]
 
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(int(n_threads))
     rows: list[dict] = []
-    try:
+    with torch_threads(int(n_threads)):
         for dataset in datasets:
             X, y = load_adbench(dataset, data_dir)
             runs: dict[str, list[dict]] = {name: [] for name in names}
@@ -219,8 +199,6 @@ def defaults_study(
                     "score_s": float(np.mean([r["score_s"] for r in runs[name]])),
                     "n_seeds": len(aurocs),
                 })
-    finally:
-        torch.set_num_threads(previous_threads)
 
     per = pd.DataFrame(rows)
     per["rank"] = per.groupby("dataset")["auroc"].rank(ascending=False, method="average")
@@ -306,35 +284,33 @@ def register(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _command_text(argv: Sequence[str] | None) -> str:
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "defaults" in args:
-        args = args[args.index("defaults") + 1:]
-    return "ocsdf bench defaults" + (" " + shlex.join(args) if args else "")
-
-
-def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
+def run(args: argparse.Namespace) -> int:
     """Run the study with the parsed ``args`` and write the tables; returns 0."""
     from .report import write_table
 
-    device = getattr(args, "device", "cpu")
-    torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
     by_name = {config_name(c): c for c in DEFAULT_CONFIGS}
-    if args.configs:
-        unknown = [c for c in args.configs if c not in by_name]
+    with study(args) as run_:  # the device first; --threads for the run and the machine line
+        unknown = [c for c in args.configs or () if c not in by_name]
         if unknown:
             print(f"unknown configuration(s) {unknown}; choose from {list(by_name)}",
                   file=sys.stderr)
             return 2
-        configs = [by_name[c] for c in args.configs]
-    else:
-        configs = list(DEFAULT_CONFIGS)
-    t0 = time.perf_counter()
-    rows = defaults_study(args.datasets, configs, args.seeds, protocol=args.protocol,
-                          data_dir=args.data_dir, n_threads=args.threads,
-                          steps_scale=args.steps_scale, verbose=True, device=device)
-    total = time.perf_counter() - t0
-    torch.set_num_threads(args.threads)  # so that the machine line reports what was used
+        configs = [by_name[c] for c in args.configs] if args.configs else list(DEFAULT_CONFIGS)
+        rows = defaults_study(args.datasets, configs, args.seeds, protocol=args.protocol,
+                              data_dir=args.data_dir, n_threads=args.threads,
+                              steps_scale=args.steps_scale, verbose=True, device=run_.device)
+        device_text = run_.device_note("Models trained and scored", "fit and score times")
+        path = write_table(rows, args.name, out_dir=args.out_dir,
+                           title="OCSDF defaults: network size and training length (tabular)",
+                           notes=_notes(args, rows, configs, run_.wall_s, device_text),
+                           command=command_text(args))
+    print(path)
+    return 0
+
+
+def _notes(args: argparse.Namespace, rows: list[dict], configs: list[dict], wall_s: float,
+           device_text: str) -> str:
+    """The Markdown notes of the table: protocol, threads and wall time, device, summary."""
     skipped = [config_name(c) for c in DEFAULT_CONFIGS if c not in configs]
     protocol_text = {
         "oc": "one-class protocol: train on a random half of the normal rows (split by seed), "
@@ -349,11 +325,10 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
         "OCSDF's defaults. Average rank: 1 = best, per data set, averaged over data sets.",
         f"torch.set_num_threads({args.threads}) for every fit (the machine's cores may be shared "
         f"with other processes; times are single-thread unless stated). Total runtime "
-        f"{total / 60:.1f} min.",
+        f"{wall_s / 60:.1f} min.",
     ]
-    if device != "cpu":
-        notes.append(f"Models trained and scored on torch device `{device}` (fit and score "
-                     "times are that device's).")
+    if device_text:
+        notes.append(device_text + ".")
     if args.steps_scale != 1.0:
         notes.append(f"Quick run: every n_steps multiplied by {args.steps_scale:g}.")
     if skipped:
@@ -361,11 +336,18 @@ def run(args: argparse.Namespace, argv: Sequence[str] | None = None) -> int:
     notes += [summary_markdown(rows),
               "All rows (the last ones, data set \"(all data sets)\", are the summary; their "
               "`rank` is the average rank, their `auroc_std` the mean seed std):"]
-    path = write_table(rows, args.name, out_dir=args.out_dir,
-                       title="OCSDF defaults: network size and training length (tabular)",
-                       notes="\n\n".join(notes), command=_command_text(argv))
-    print(path)
-    return 0
+    return "\n\n".join(notes)
+
+
+def command_text(args: argparse.Namespace) -> str:
+    """The ``ocsdf bench defaults`` command line equivalent to ``args`` (options at their
+    default left out)."""
+    return command_line(
+        "ocsdf bench defaults", args, ["datasets", "seeds", "configs", "protocol", "steps_scale",
+                                       "threads", "data_dir", "out_dir", "name", "device"],
+        omit={"datasets": list(DEFAULT_DATASETS), "seeds": 3, "protocol": "oc",
+              "steps_scale": 1.0, "threads": 1, "name": "defaults"},
+        spread={"datasets", "configs"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -374,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     register(parser.add_subparsers(dest="study", required=True))
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(["defaults", *argv])
-    return args.func(args, argv=argv)
+    return args.func(args)
 
 
 if __name__ == "__main__":

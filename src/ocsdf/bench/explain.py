@@ -42,8 +42,8 @@ import time
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 
+from .harness import command_line, split_indices, study, timed
 from .report import write_table
 
 __all__ = ["explain_study", "make_anomalies", "rank_hits", "register", "run", "robust_scale"]
@@ -193,14 +193,11 @@ def explain_study(
     rows: list[dict] = []
     for name in sets:
         X, y = load_adbench(name, data_dir)
-        normal = X[y == 0]
-        idx = np.random.default_rng(seed).permutation(len(normal))
-        half = len(normal) // 2
-        train, held = normal[idx[:half]], normal[idx[half:]]
-        t0 = time.perf_counter()
-        model = OCSDF(width=width, depth=depth, n_steps=n_steps, contamination=contamination,
-                      random_state=seed, device=device).fit(train)
-        fit_s = time.perf_counter() - t0
+        fit_rows, test_rows = split_indices(y, "oc", seed)  # the one-class split of every study
+        train, held = X[fit_rows], X[test_rows[y[test_rows] == 0]]
+        model, fit_s = timed(OCSDF(width=width, depth=depth, n_steps=n_steps,
+                                   contamination=contamination, random_state=seed,
+                                   device=device).fit, train)
         forest = IsolationForest(random_state=seed).fit(train)
         tree = shap.TreeExplainer(forest)
         med, s = np.median(train, axis=0), robust_scale(train)
@@ -215,11 +212,10 @@ def explain_study(
             extra: dict[str, dict] = {}
             n_explained = {"shap-iforest": len(A), "robust-z": len(A)}
             for method in ("ocsdf", "ocsdf-sparse", "ocsdf-deep"):
-                t0 = time.perf_counter()
-                e = explain(model, A, top=2,
-                            max_features=max_features if method == "ocsdf-sparse" else None,
-                            threshold=deep_level if method == "ocsdf-deep" else None)
-                times[method] = time.perf_counter() - t0
+                e, times[method] = timed(
+                    explain, model, A, top=2,
+                    max_features=max_features if method == "ocsdf-sparse" else None,
+                    threshold=deep_level if method == "ocsdf-deep" else None)
                 orders[method] = e.top
                 f = e.flagged
                 ratio = e.distance[f & e.reached] / np.maximum(e.gap[f & e.reached], 1e-12)
@@ -232,10 +228,8 @@ def explain_study(
                 n_explained[method] = int(f.sum())
                 if method == "ocsdf":
                     flagged = f
-            t0 = time.perf_counter()
-            sv = np.asarray(tree.shap_values(A))
-            times["shap-iforest"] = time.perf_counter() - t0
-            orders["shap-iforest"] = _rank_by(-sv)
+            sv, times["shap-iforest"] = timed(tree.shap_values, A)
+            orders["shap-iforest"] = _rank_by(-np.asarray(sv))
             t0 = time.perf_counter()
             rz = np.abs(A - med) / s
             orders["robust-z"] = _rank_by(rz)
@@ -341,7 +335,8 @@ is the spread of `top1` across seeds. The `mean` rows (first) average the sets.
 
 INVESTIGATION = """\
 Why plain `ocsdf` misses correlation breaks on all rows (measured once while building this
-benchmark, seed 0, 200 anomalies, `correlation` kind): the ranking is right on the rows OCSDF
+benchmark, seed 0 of the split stream used before `ocsdf.data.split_indices`, 200 anomalies,
+`correlation` kind): the ranking is right on the rows OCSDF
 flags, but few rows are flagged. thyroid, share flagged / top1 of flagged / ocsdf-deep top1:
 1000 steps 0.54 / 0.90 / 0.81; 2000 steps 0.53 / 0.96 / 0.86; 4000 steps 0.48 / 0.88 / 0.83;
 2000 steps with margin 0.01: 0.59 / 0.90 / 0.84, margin 0.2: 0.74 / 0.92 / 0.83. cardio: 4-5 %
@@ -405,39 +400,35 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the study and write ``explain.{md,csv,json}`` under ``--out-dir``."""
-    from ..core.runtime import torch_device
-
-    device = getattr(args, "device", "cpu")
-    torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
-    torch.set_num_threads(args.threads)
-    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
-    t0 = time.perf_counter()
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
-    rows: list[dict] = []
-    for seed in range(args.seed, args.seed + args.seeds):
-        rows += explain_study(sets, n_anomalies=args.n, n_steps=args.steps, width=args.width,
-                              depth=args.depth, contamination=args.contamination,
-                              max_features=args.max_features, deep_quantile=args.deep_quantile,
-                              seed=seed, data_dir=args.data_dir, verbose=True,
-                              device=device)
-    wall = time.perf_counter() - t0
-    notes = NOTES.format(shift=SHIFT, n_pairs=N_PAIRS, min_corr=MIN_CORR, resid=RESID,
-                         width=args.width, depth=args.depth, steps=args.steps,
-                         contamination=args.contamination, k=args.max_features,
-                         deep=args.deep_quantile, seeds=args.seeds)
-    summary = summarise(rows)
-    notes = f"{findings(summary)}\n{notes}\n{INVESTIGATION}\nWhole run: {wall:.0f} s wall.\n"
-    if device != "cpu":
-        notes += (f"\nOCSDF trained, scored and explained on torch device `{device}` "
-                  "(`ms_per_row` and `fit_s` of the ocsdf rows are that device's times).\n")
-    command = (f"ocsdf bench explain --sets {','.join(sets)} --n {args.n} --steps {args.steps} "
-               f"--width {args.width} --depth {args.depth} --contamination {args.contamination:g}"
-               f" --max-features {args.max_features} --deep-quantile {args.deep_quantile:g}"
-               f" --seed {args.seed} --seeds {args.seeds} --threads {args.threads}"
-               + (f" --device {device}" if device != "cpu" else ""))
-    path = write_table(summary, "explain", args.out_dir,
-                       title="Counterfactual explanations: is the true cause named?",
-                       notes=notes, command=command)
+    with study(args) as run_:  # the device first; --threads for the run and the machine line
+        sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+        rows: list[dict] = []
+        for seed in range(args.seed, args.seed + args.seeds):
+            rows += explain_study(sets, n_anomalies=args.n, n_steps=args.steps,
+                                  width=args.width, depth=args.depth,
+                                  contamination=args.contamination,
+                                  max_features=args.max_features,
+                                  deep_quantile=args.deep_quantile, seed=seed,
+                                  data_dir=args.data_dir, verbose=True, device=run_.device)
+        notes = NOTES.format(shift=SHIFT, n_pairs=N_PAIRS, min_corr=MIN_CORR, resid=RESID,
+                             width=args.width, depth=args.depth, steps=args.steps,
+                             contamination=args.contamination, k=args.max_features,
+                             deep=args.deep_quantile, seeds=args.seeds)
+        summary = summarise(rows)
+        notes = (f"{findings(summary)}\n{notes}\n{INVESTIGATION}\n"
+                 f"Whole run: {run_.wall_s:.0f} s wall.\n")
+        device_text = run_.device_note("OCSDF trained, scored and explained",
+                                       "`ms_per_row` and `fit_s` of the ocsdf rows")
+        if device_text:
+            notes += f"\n{device_text}.\n"
+        path = write_table(summary, "explain", args.out_dir,
+                           title="Counterfactual explanations: is the true cause named?",
+                           notes=notes, command=command_line(
+                               "ocsdf bench explain", args,
+                               ["sets", "n", "steps", "width", "depth", "contamination",
+                                "max_features", "deep_quantile", "seed", "seeds", "threads",
+                                "data_dir", "out_dir", "device"]))
     print(path)
     return 0

@@ -12,7 +12,6 @@ l2 norms in standardised units.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
@@ -23,6 +22,7 @@ from ..certify import certified_auroc, local_lipschitz, pgd_attack
 from ..core.runtime import torch_device
 from ..data import oc_split
 from ..estimator import OCSDF
+from .harness import command_line, study, timed
 from .report import write_table
 
 __all__ = ["robustness_benchmark", "register", "run"]
@@ -60,20 +60,19 @@ def robustness_benchmark(
     """
     dev = torch_device(device)
     train, normal, anomalous = oc_split(dataset, seed=seed, data_dir=data_dir)
-    t0 = time.perf_counter()
-    model = OCSDF(n_steps=n_steps, random_state=seed,
-                  domain="ball" if train.shape[1] == 2 else "box", device=device).fit(train)
-    fit_ours = time.perf_counter() - t0
+    model, fit_ours = timed(OCSDF(n_steps=n_steps, random_state=seed,
+                                  domain="ball" if train.shape[1] == 2 else "box",
+                                  device=device).fit, train)
     ours = model.scorer_.score_z_tensor  # standardised rows -> score
 
     def std(x):
         return torch.as_tensor(model.scorer_.standardize(x), device=dev)
 
     xn, xa, zt = std(normal[:n_eval]), std(anomalous[:n_eval]), std(train)
-    t0 = time.perf_counter()
-    net = train_conventional(zt.float(), model.scorer_.domain, width=model.width, depth=model.depth,
-                             n_steps=n_steps, margin=model.margin_, seed=seed).double()
-    fit_conv = time.perf_counter() - t0
+    net, fit_conv = timed(train_conventional, zt.float(), model.scorer_.domain,
+                          width=model.width, depth=model.depth, n_steps=n_steps,
+                          margin=model.margin_, seed=seed)
+    net = net.double()
     with torch.no_grad():
         cert = certified_auroc(ours(xn).cpu().numpy(), ours(xa).cpu().numpy(), np.asarray(eps),
                                model.lipschitz_)
@@ -117,26 +116,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the study and write ``robustness_conventional_DATASET.{md,csv,json}``."""
-    device = getattr(args, "device", "cpu")
-    torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
-    eps = tuple(float(v) for v in args.eps.split(","))
-    rows = robustness_benchmark(args.dataset, eps, args.steps, n_iter=args.attack_steps,
-                                restarts=args.restarts, seed=args.seed, data_dir=args.data_dir,
-                                device=device)
-    notes = (
-        "One-class split (half the normal rows to train; the first 300 held-out normal rows and "
-        "300 anomalies attacked). Both networks have the same shape and see the same "
-        "standardised features and the same complementary sampler; the conventional one is "
-        "ReLU + binary cross-entropy (Adam), OCSDF is 1-Lipschitz + HKR (RMSprop). PGD: l2, "
-        "step 0.025 eps, random restarts, best of restarts kept. The certified AUROC is a lower "
-        "bound of OCSDF's AUROC under any attack of that budget; the conventional network has "
-        "none (its Lipschitz constant is not controlled)."
-    )
-    if device != "cpu":
-        notes += (f" Both networks trained, scored and attacked on torch device `{device}` "
-                  "(fit times are that device's).")
-    path = write_table(rows, f"robustness_conventional_{args.dataset}", args.out_dir,
-                       title=f"Robustness: OCSDF vs a conventional network ({args.dataset})",
-                       notes=notes)
+    with study(args) as run_:  # the device first (one line when CUDA is asked for and absent)
+        eps = tuple(float(v) for v in args.eps.split(","))
+        rows = robustness_benchmark(args.dataset, eps, args.steps, n_iter=args.attack_steps,
+                                    restarts=args.restarts, seed=args.seed,
+                                    data_dir=args.data_dir, device=run_.device)
+        notes = (
+            "One-class split (half the normal rows to train; the first 300 held-out normal "
+            "rows and 300 anomalies, in file order, attacked). Both networks have the same "
+            "shape and see the same standardised features and the same complementary sampler; "
+            "the conventional one is ReLU + binary cross-entropy (Adam), OCSDF is 1-Lipschitz + "
+            "HKR (RMSprop). PGD: l2, step 0.025 eps, random restarts, best of restarts kept. The "
+            "certified AUROC is a lower bound of OCSDF's AUROC under any attack of that budget; "
+            "the conventional network has none (its Lipschitz constant is not controlled). "
+            f"Whole run: {run_.wall_s:.0f} s wall."
+        )
+        device_text = run_.device_note("Both networks trained, scored and attacked",
+                                       "fit times")
+        if device_text:
+            notes += f" {device_text}."
+        path = write_table(rows, f"robustness_conventional_{args.dataset}", args.out_dir,
+                           title=f"Robustness: OCSDF vs a conventional network ({args.dataset})",
+                           notes=notes, command=command_line(
+                               "ocsdf bench robustness", args,
+                               ["dataset", "eps", "steps", "attack_steps", "restarts", "seed",
+                                "data_dir", "out_dir", "device"]))
     print(f"wrote {path}")
     return 0

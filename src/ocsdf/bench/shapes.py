@@ -11,15 +11,14 @@ error of the fitted signed distance near the surface; plus fit and extraction ti
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..data import find_data_dir
 from ..errors import InputError
+from .harness import Study, command_line, study, timed
 from .report import write_table
 
 __all__ = ["MESHES", "register", "run", "shapes_study"]
@@ -78,13 +77,11 @@ def shapes_study(
     figures: list[Path] = []
     for path in meshes:
         truth = surface.load_mesh(path)
-        t0 = time.perf_counter()
         try:
-            points = surface.sample_inside(truth, n_points, seed)
+            points, t_sample = timed(surface.sample_inside, truth, n_points, seed)
         except InputError as err:  # a mesh that encloses no volume
             rows.append({"mesh": path.name, "method": "-", "error": str(err)})
             continue
-        t_sample = time.perf_counter() - t0
         diag = float(np.linalg.norm(truth.bounds[1] - truth.bounds[0]))
         near = surface.near_surface_points(truth, n_sdf_points, seed=seed + 2)
         sdf = surface.true_sdf(truth, near)
@@ -127,6 +124,7 @@ def shapes_study(
                       f"sdf err {row['sdf_err_mean']:.4f}, fit {fit.fit_seconds:.0f} s, "
                       f"extract {res.seconds:.0f} s, watertight {row['watertight']}", flush=True)
         if fig_dir is not None:
+            Path(fig_dir).mkdir(parents=True, exist_ok=True)  # the study's own folder
             png = Path(fig_dir) / f"{path.stem}.png"
             figures.append(surface.render_preview(
                 previews, png, title=f"{path.name}: {n_points} points inside, {steps} steps, "
@@ -263,13 +261,14 @@ def run(args: argparse.Namespace) -> int:
     The table is merged with an existing one in ``--out-dir``: rows of meshes not in this run
     are kept (the notes give the command of each part), rows of this run's meshes replaced.
     """
+    with study(args) as run_:  # the device first; --threads for the run and the machine line
+        return _run(args, run_)
+
+
+def _run(args: argparse.Namespace, run_: Study) -> int:
+    """The body of :func:`run`, inside its :func:`~ocsdf.bench.harness.study`."""
     import json
 
-    from ..core.runtime import torch_device
-
-    device = getattr(args, "device", "cpu")
-    torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
-    torch.set_num_threads(args.threads)
     data = find_data_dir(args.data_dir)
     if data is None or not (data / "meshes").is_dir():
         raise InputError("no meshes/ folder found: give --data-dir or set OCSDF_DATA_DIR")
@@ -283,14 +282,12 @@ def run(args: argparse.Namespace) -> int:
                  for pt in parts]
     old_parts = [pt for pt in old_parts if pt["meshes"]]
     fig_dir = Path(args.out_dir) / "shapes"
-    t0 = time.perf_counter()
-    command = (f"ocsdf bench shapes --meshes {','.join(names)} --steps {args.steps} --grid "
-               f"{args.grid} --points {args.points} --seed {args.seed} --threads {args.threads}"
-               + (f" --device {device}" if device != "cpu" else ""))
+    command = command_line("ocsdf bench shapes", args,
+                           ["meshes", "steps", "grid", "points", "seed", "threads", "device"])
 
     def write(rows: list[dict], figures: list[Path]) -> Path:
         done = len({r["mesh"] for r in rows})
-        wall = time.perf_counter() - t0
+        wall = run_.wall_s
         partial = "" if done == len(meshes) else f" (partial: {done} of {len(meshes)} meshes)"
         # a mesh that could not be sampled: in the notes, not a table row (no numbers)
         failed = {r["mesh"]: r["error"] for r in rows if r.get("method") == "-"}
@@ -308,10 +305,10 @@ def run(args: argparse.Namespace) -> int:
             notes = (f"Whole run: {wall:.0f} s wall{partial} for {', '.join(run_names)}; the "
                      f"rows of {', '.join(kept)} are kept from the previous table (same settings "
                      "unless the commands below differ). Parts:\n\n" + "\n".join(lines))
-        if device != "cpu":
-            notes += (f"\n\nThis run ({', '.join(run_names)}) trained and evaluated both "
-                      f"methods on torch device `{device}`: its `fit_s` and `extract_s` are that "
-                      "device's times, not one CPU thread's.")
+        device_text = run_.device_note(f"This run ({', '.join(run_names)}) trained and "
+                                       "evaluated both methods", "its `fit_s` and `extract_s`")
+        if device_text:
+            notes += f"\n\n{device_text}."
         old_failed = {m: e for pt in old_parts for m, e in pt["errors"].items()}
         failed_all = {**old_failed, **failed}
         extra = []  # per mesh: why it is missing, then what is known about it
@@ -338,6 +335,6 @@ def run(args: argparse.Namespace) -> int:
 
     rows, figures = shapes_study(meshes, n_points=args.points, n_steps=args.steps,
                                  grid=args.grid, seed=args.seed, fig_dir=fig_dir, verbose=True,
-                                 on_mesh=write, device=device)
+                                 on_mesh=write, device=run_.device)
     print(write(rows, figures))
     return 0

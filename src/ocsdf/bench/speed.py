@@ -34,9 +34,11 @@ from torch import nn
 from ..core.domain import Ball, Box
 from ..core.loss import hkr_loss
 from ..core.nn import LipschitzMLP, cayley_orthogonal, export, lipschitz_bound, make_mlp
+from ..core.runtime import torch_threads
 from ..core.sampling import newton_raphson_negatives
 from ..core.training import TrainConfig, train
 from ..data import make_toy
+from .harness import command_line, study
 from .report import write_table
 
 __all__ = ["speed_benchmark", "register", "run"]
@@ -532,10 +534,7 @@ def speed_benchmark(
         Rows with keys ``measurement``, ``variant``, ``value``, ``unit``,
         ``ratio_vs_reference`` and ``note``; the reference of each measurement is its first row.
     """
-    previous = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         rows = [_row("torch threads", "torch.get_num_threads()", float(torch.get_num_threads()),
                      "threads", None, "all timings below in this one process")]
         train_rows, model = _training_rows(n_steps, width, depth, batch_size, n_newton_steps,
@@ -546,8 +545,6 @@ def speed_benchmark(
         rows += _deployed_rows(n_rows, tuple(deploy_dims), seed)
         if gpu:
             rows += _device_rows(n_steps, seed)
-    finally:
-        torch.set_num_threads(previous)
     return rows
 
 
@@ -616,26 +613,17 @@ def _threads_note(threads: int | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """``ocsdf bench speed``: run :func:`speed_benchmark` and write ``speed.{md,csv,json}``."""
-    previous = torch.get_num_threads()
-    if args.threads is not None:
-        # For the whole command, so that the machine line of the table reports it too.
-        torch.set_num_threads(args.threads)
-    try:
+    # --threads for the whole command, so that the machine line of the table reports it too
+    # (None: torch's own setting); restored afterwards.
+    with study(args):
         rows = speed_benchmark(n_steps=args.steps, n_rows=args.rows, seed=args.seed,
                                include_torchlip=not args.no_torchlip)
-        command = "ocsdf bench speed"
-        for flag, value, default in (("--steps", args.steps, 20),
-                                     ("--rows", args.rows, 1_000_000), ("--seed", args.seed, 0),
-                                     ("--threads", args.threads, None)):
-            if value != default:
-                command += f" {flag} {value}"
-        if args.no_torchlip:
-            command += " --no-torchlip"
+        command = command_line("ocsdf bench speed", args,
+                               ["steps", "rows", "seed", "threads", "no_torchlip"],
+                               omit={"steps": 20, "rows": 1_000_000, "seed": 0})
         path = write_table(rows, "speed", out_dir=args.out_dir,
                            title="Speed: training step, orthogonalisation, scoring",
                            notes=_NOTES + _threads_note(args.threads), command=command)
-    finally:
-        torch.set_num_threads(previous)
     for row in rows:
         value = "n/a" if row["value"] is None else f"{row['value']:.4g}"
         print(f"{row['measurement']:<50} {row['variant']:<38} {value:>12} {row['unit']}")

@@ -33,10 +33,9 @@ The tables are rewritten after each data set, so an interrupted run keeps what i
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import io
-import os
-import shlex
 import sys
 import time
 import warnings
@@ -46,7 +45,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
@@ -54,6 +52,15 @@ from ..core.runtime import torch_device
 from ..data import ADBENCH_FILES, load_adbench
 from ..errors import InputError
 from ..estimator import OCSDF, fit_many
+from .harness import (
+    command_line,
+    resolve_jobs,
+    run_jobs,
+    split_indices,
+    study,
+    subsample_indices,
+    timed,
+)
 
 __all__ = [
     "DEFAULT_BASELINES",
@@ -65,8 +72,6 @@ __all__ = [
     "paper_table2",
     "register",
     "run",
-    "split_indices",
-    "subsample_indices",
     "tabular_benchmark",
 ]
 
@@ -76,7 +81,6 @@ DEFAULT_BASELINES = ("IForest", "OCSVM", "KNN", "LOF", "PCA", "ECOD", "COPOD", "
 DEFAULT_MAX_ROWS = 20_000
 AUTO = "ours auto"
 BEST = "ours best-m"
-_MIN_ANOMALIES = 10  # kept by the subsample when a set has that many
 
 _PROTOCOL_TEXT = {
     "ad": "AD protocol (paper Table 2): fit on every row without labels; AUROC on every row.",
@@ -111,35 +115,6 @@ def paper_table2() -> pd.DataFrame:
         return pd.DataFrame()
     df = pd.read_csv(io.StringIO(text), comment="#")
     return df.dropna(subset=["key"]).set_index("key")
-
-
-def subsample_indices(y: np.ndarray, max_rows: int | None, seed: int) -> np.ndarray:
-    """Sorted row indices: all rows, or a random subsample of ``max_rows`` rows stratified by
-    class (the anomaly ratio is kept, with at least ``min(10, #anomalies)`` anomalies)."""
-    n = len(y)
-    if max_rows is None or n <= max_rows:
-        return np.arange(n)
-    rng = np.random.default_rng([seed, 1])
-    anomalies = np.flatnonzero(y == 1)
-    normals = np.flatnonzero(y == 0)
-    n_anom = int(round(max_rows * len(anomalies) / n))
-    n_anom = min(len(anomalies), max(n_anom, _MIN_ANOMALIES))
-    keep = np.concatenate([rng.choice(anomalies, n_anom, replace=False),
-                           rng.choice(normals, max_rows - n_anom, replace=False)])
-    return np.sort(keep)
-
-
-def split_indices(y: np.ndarray, protocol: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(training rows, evaluation rows) of ``protocol`` ("ad" or "oc") for ``seed``."""
-    if protocol == "ad":
-        every = np.arange(len(y))
-        return every, every
-    if protocol != "oc":
-        raise ValueError(f"protocol must be 'ad' or 'oc', got {protocol!r}")
-    normal = np.flatnonzero(y == 0)
-    perm = np.random.default_rng([seed, 2]).permutation(normal)
-    half = len(perm) // 2
-    return np.sort(perm[:half]), np.sort(np.concatenate([perm[half:], np.flatnonzero(y == 1)]))
 
 
 # ----------------------------------------------------------------------------- methods
@@ -186,14 +161,9 @@ def _margin_label(margin: float | str) -> str:
 
 
 def _fit_ocsdf(x_tr, x_te, y_te, margin, seed: int, params: dict) -> dict:
-    model = OCSDF(margin=margin, random_state=seed, **params)
-    t0 = time.perf_counter()
-    model.fit(x_tr)
-    fit_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    score = -model.score_samples(x_te)
-    score_s = time.perf_counter() - t0
-    return {"auroc": float(roc_auc_score(y_te, score)), "fit_s": fit_s, "score_s": score_s,
+    model, fit_s = timed(OCSDF(margin=margin, random_state=seed, **params).fit, x_tr)
+    score, score_s = timed(model.score_samples, x_te)
+    return {"auroc": float(roc_auc_score(y_te, -score)), "fit_s": fit_s, "score_s": score_s,
             "margin_": float(model.margin_), "error": "", "note": ""}
 
 
@@ -205,16 +175,13 @@ def _fit_ocsdf_batched(jobs: list[tuple], params: dict, progress: bool, desc: st
     ``fit_s`` is the batched run's wall time divided by the number of models (the amortised
     cost of one fit). Jobs that share a training array object share its storage.
     """
-    t0 = time.perf_counter()
-    models = fit_many([j[0] for j in jobs], [j[3] for j in jobs], [j[4] for j in jobs],
-                      progress=progress, desc=desc, **params)
-    fit_s = (time.perf_counter() - t0) / len(jobs)
+    models, fit_s = timed(fit_many, [j[0] for j in jobs], [j[3] for j in jobs],
+                          [j[4] for j in jobs], progress=progress, desc=desc, **params)
+    fit_s /= len(jobs)
     out = []
     for model, (_, x_te, y_te, _, _) in zip(models, jobs):
-        t0 = time.perf_counter()
-        score = -model.score_samples(x_te)
-        score_s = time.perf_counter() - t0
-        out.append({"auroc": float(roc_auc_score(y_te, score)), "fit_s": fit_s,
+        score, score_s = timed(model.score_samples, x_te)
+        out.append({"auroc": float(roc_auc_score(y_te, -score)), "fit_s": fit_s,
                     "score_s": score_s, "margin_": float(model.margin_), "error": "",
                     "note": ""})
     return out
@@ -236,12 +203,8 @@ def _fit_baseline(name: str, x_tr, x_te, y_te, seed: int) -> dict:
                 note = f"PCA: n_components = numerical rank {rank} < d = {z_tr.shape[1]}"
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            t0 = time.perf_counter()
-            det.fit(z_tr)
-            fit_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            score = det.decision_function(z_te)
-            score_s = time.perf_counter() - t0
+            _, fit_s = timed(det.fit, z_tr)
+            score, score_s = timed(det.decision_function, z_te)
         if not np.all(np.isfinite(score)):
             raise FloatingPointError("non-finite scores")
         auroc = float(roc_auc_score(y_te, score))
@@ -336,7 +299,7 @@ def tabular_benchmark(
         ``batched``, ``device``, ``n_jobs`` and ``datasets_done``.
     """
     datasets = list(datasets)
-    protocols = list(PROTOCOLS) if protocol == "both" else [protocol]
+    protocols = _protocols(protocol)
     for p in protocols:
         if p not in PROTOCOLS:
             raise ValueError(f"protocol must be 'ad', 'oc' or 'both', got {protocol!r}")
@@ -362,7 +325,7 @@ def tabular_benchmark(
                   "margins": [_margin_label(m) for m in margins], "baselines": baselines,
                   "batched": bool(batched), "device": str(params["device"]),
                   "trim": float(params.get("trim", defaults.trim)),
-                  "n_jobs": _resolve_jobs(n_jobs, len(datasets))}
+                  "n_jobs": resolve_jobs(n_jobs, len(datasets))}
     paper = paper_table2()
 
     def summarise(rows: list[dict], wall: float, done: list[str]) -> dict:
@@ -371,10 +334,12 @@ def tabular_benchmark(
             summary[p] = _summarise([r for r in rows if r["protocol"] == p], p, baselines, paper)
         return summary
 
-    job = {"protocols": protocols, "seed_list": seed_list, "margins": margins,
-           "baselines": baselines, "params": params, "max_rows": max_rows,
-           "data_dir": data_dir, "verbose": verbose, "batched": batched}
-    n_jobs = _resolve_jobs(n_jobs, len(datasets))
+    # One worker: this process, with the per-fit progress bars; several: spawned processes
+    # (largest data sets first), one bar counting the data sets done.
+    worker = functools.partial(
+        _run_dataset, protocols=protocols, seed_list=seed_list, margins=margins,
+        baselines=baselines, params=params, max_rows=max_rows, data_dir=data_dir,
+        verbose=verbose, batched=batched, progress=verbose and meta["n_jobs"] == 1)
     t_start = time.perf_counter()
     per_dataset: dict[int, list[dict]] = {}
 
@@ -384,26 +349,11 @@ def tabular_benchmark(
             rows, done = _collect(datasets, per_dataset)
             on_dataset(rows, summarise(rows, time.perf_counter() - t_start, done))
 
-    if n_jobs == 1:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(int(n_threads))
-        try:
-            for i, dataset in enumerate(datasets):
-                finished(i, _run_dataset(dataset, progress=verbose, **job))
-        finally:
-            torch.set_num_threads(previous)
-    else:
-        _run_parallel(datasets, job, n_jobs, int(n_threads), verbose, finished)
+    run_jobs(datasets, worker, meta["n_jobs"], int(n_threads), finished=finished,
+             cost=lambda d: _dataset_cost(d, data_dir, max_rows), progress=verbose,
+             desc="tabular: data sets")
     rows, done = _collect(datasets, per_dataset)
     return rows, summarise(rows, time.perf_counter() - t_start, done)
-
-
-def _resolve_jobs(n_jobs: int, n_tasks: int) -> int:
-    """Worker processes to use: ``n_jobs`` (0 or less = one per CPU core), at most one per data
-    set, at least 1."""
-    if n_jobs <= 0:
-        n_jobs = os.cpu_count() or 1
-    return max(1, min(int(n_jobs), n_tasks))
 
 
 def _collect(datasets: list[str], per_dataset: dict[int, list[dict]]
@@ -425,62 +375,6 @@ def _dataset_cost(dataset: str, data_dir, max_rows: int | None) -> int:
     except (OSError, KeyError, ValueError):  # InputError is a ValueError
         return 0
     return min(n, max_rows) if max_rows else n
-
-
-def _worker_init(n_threads: int) -> None:
-    """Start of a worker process: ``n_threads`` threads for torch and for the BLAS/OpenMP pools
-    that NumPy, SciPy and scikit-learn use, so ``n_jobs`` workers share the cores without
-    oversubscribing them."""
-    from threadpoolctl import threadpool_limits
-
-    torch.set_num_threads(n_threads)
-    threadpool_limits(n_threads)
-    warnings.simplefilter("ignore")
-
-
-def _run_parallel(datasets: list[str], job: dict, n_jobs: int, n_threads: int, verbose: bool,
-                  finished: Callable[[int, list[dict]], None]) -> None:
-    """Run :func:`_run_dataset` for every data set in ``n_jobs`` worker processes (spawned, so
-    no torch or OpenMP state is forked), largest data sets first, calling ``finished(index,
-    rows)`` in this process as each one ends. One progress bar counts the data sets done; the
-    per-fit lines (``verbose``) still come from the workers.
-
-    A data set that fails does not stop the others: every other one still finishes (and is
-    passed to ``finished``), then the first failure is raised. An interrupt (Ctrl-C) cancels
-    the data sets not yet started."""
-    import multiprocessing
-    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-
-    from tqdm.auto import tqdm
-
-    order = sorted(range(len(datasets)), key=lambda i: -_dataset_cost(
-        datasets[i], job["data_dir"], job["max_rows"]))
-    bar = tqdm(total=len(datasets), desc=f"tabular: data sets ({n_jobs} workers)",
-               disable=not verbose, file=sys.stderr)
-    pool = ProcessPoolExecutor(max_workers=n_jobs,
-                               mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init, initargs=(n_threads,))
-    first_error: BaseException | None = None
-    try:
-        pending = {pool.submit(_run_dataset, datasets[i], progress=False, **job): i
-                   for i in order}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for fut in done:
-                i = pending.pop(fut)
-                try:
-                    rows = fut.result()
-                except Exception as err:  # keep the others' results; raised at the end
-                    first_error = first_error or err
-                    continue
-                finished(i, rows)
-                bar.set_postfix_str(datasets[i])
-                bar.update()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
-    if first_error is not None:
-        raise first_error
 
 
 def _run_dataset(dataset: str, *, protocols: list[str], seed_list: list[int],
@@ -829,30 +723,15 @@ def _notes(protocol: str, summary: dict, datasets: Sequence[str], max_rows: int 
     return "\n".join(lines)
 
 
+COMMAND_OPTIONS = ("protocol", "seeds", "margins", "max_rows", "threads", "datasets", "steps",
+                   "baselines", "data_dir", "out_dir", "separate", "trim", "jobs", "device")
+"""The options :func:`command_text` records, in order (defaults of the last ones left out)."""
+
+
 def command_text(args: argparse.Namespace) -> str:
     """The ``ocsdf bench tabular`` command line equivalent to ``args``."""
-    parts = ["ocsdf", "bench", "tabular", "--protocol", args.protocol, "--seeds",
-             str(args.seeds), "--margins", args.margins, "--max-rows", str(args.max_rows),
-             "--threads", str(args.threads)]
-    if args.datasets:
-        parts += ["--datasets", args.datasets]
-    if args.steps is not None:
-        parts += ["--steps", str(args.steps)]
-    if args.baselines != ",".join(DEFAULT_BASELINES):
-        parts += ["--baselines", args.baselines]
-    if args.data_dir:
-        parts += ["--data-dir", str(args.data_dir)]
-    if args.out_dir != "docs/results":
-        parts += ["--out-dir", str(args.out_dir)]
-    if getattr(args, "separate", False):
-        parts.append("--separate")
-    if getattr(args, "trim", 0.0):
-        parts += ["--trim", f"{args.trim:g}"]
-    if getattr(args, "jobs", 1) != 1:
-        parts += ["--jobs", str(args.jobs)]
-    if getattr(args, "device", "cpu") != "cpu":
-        parts += ["--device", str(args.device)]
-    return shlex.join(parts)
+    return command_line("ocsdf bench tabular", args, COMMAND_OPTIONS,
+                        omit={"baselines": ",".join(DEFAULT_BASELINES), "trim": 0.0, "jobs": 1})
 
 
 def _split_list(text: str) -> list[str]:
@@ -875,10 +754,8 @@ def _parse_margins(text: str) -> list[float | str]:
     return out
 
 
-def run(args: argparse.Namespace) -> int:
-    """Run the study from parsed ``args`` and write ``tabular_ad``/``tabular_oc`` tables."""
-    from .report import write_table
-
+def _run_datasets(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The data sets (every one available by default) and baselines of ``args``, checked."""
     datasets = (_split_list(args.datasets) if args.datasets
                 else available_datasets(args.data_dir))
     if not datasets:
@@ -886,48 +763,60 @@ def run(args: argparse.Namespace) -> int:
     unknown = [d for d in datasets if d.lower() not in ADBENCH_FILES]
     if unknown:
         raise ValueError(f"unknown data set(s) {unknown}; choose from {', '.join(ADBENCH_FILES)}")
-    datasets = [d.lower() for d in datasets]
     baselines = _split_list(args.baselines)
     if baselines and importlib.util.find_spec("pyod") is None:
         raise InputError("the baselines need PyOD: pip install pyod (or run OCSDF alone with "
                          "--baselines '')")
-    max_rows = args.max_rows if args.max_rows and args.max_rows > 0 else None
-    command = command_text(args)
-    protocols = list(PROTOCOLS) if args.protocol == "both" else [args.protocol]
+    return [d.lower() for d in datasets], baselines
 
-    def write(rows: list[dict], summary: dict, final: bool) -> list:
-        """The tables of ``rows`` so far: tabular_P.{md,csv,json} and the per-method rows
-        tabular_P_runs.csv (rewritten atomically after each data set, so an interrupted run
-        keeps every finished data set)."""
-        from ..io import write_csv_atomic
 
-        done = summary["datasets_done"]
-        paths = []
-        for p in protocols:
-            notes = _notes(p, summary, done, max_rows, args.threads, rows)
-            if not final:
-                notes = (f"**Partial results: {len(done)} of {len(datasets)} data sets done** "
-                         "(written after each data set; the run was still going or was "
-                         "interrupted).\n\n" + notes)
-            paths.append(write_table(
-                summary[p]["table"], f"tabular_{p}", out_dir=args.out_dir,
-                title=f"Tabular anomaly detection, {p.upper()} protocol "
-                      "(OCSDF vs PyOD baselines)",
-                notes=notes, command=command))
-            write_csv_atomic(pd.DataFrame([r for r in rows if r["protocol"] == p]),
-                             Path(args.out_dir) / f"tabular_{p}_runs.csv")
-        return paths
+def _write_tables(args: argparse.Namespace, rows: list[dict], summary: dict, final: bool,
+                  datasets: list[str], max_rows: int | None) -> list[Path]:
+    """The tables of ``rows`` so far: tabular_P.{md,csv,json} and the per-method rows
+    tabular_P_runs.csv (rewritten atomically after each data set, so an interrupted run keeps
+    every finished data set)."""
+    from ..io import write_csv_atomic
+    from .report import write_table
 
-    rows, summary = tabular_benchmark(
-        datasets, protocol=args.protocol, seeds=args.seeds, margins=_parse_margins(args.margins),
-        n_steps=args.steps, baselines=baselines, max_rows=max_rows,
-        ocsdf_params={"trim": args.trim} if args.trim else None,
-        data_dir=args.data_dir, n_threads=args.threads, verbose=not args.quiet,
-        batched=not getattr(args, "separate", False), n_jobs=args.jobs, device=args.device,
-        on_dataset=lambda r, s: write(r, s, final=False))
-    torch.set_num_threads(args.threads)  # so the machine line reports what the run used
-    paths = write(rows, summary, final=True)
-    for p, path in zip(protocols, paths):
+    done = summary["datasets_done"]
+    paths = []
+    for p in _protocols(args.protocol):
+        notes = _notes(p, summary, done, max_rows, args.threads, rows)
+        if not final:
+            notes = (f"**Partial results: {len(done)} of {len(datasets)} data sets done** "
+                     "(written after each data set; the run was still going or was "
+                     "interrupted).\n\n" + notes)
+        paths.append(write_table(
+            summary[p]["table"], f"tabular_{p}", out_dir=args.out_dir,
+            title=f"Tabular anomaly detection, {p.upper()} protocol (OCSDF vs PyOD baselines)",
+            notes=notes, command=command_text(args)))
+        write_csv_atomic(pd.DataFrame([r for r in rows if r["protocol"] == p]),
+                         Path(args.out_dir) / f"tabular_{p}_runs.csv")
+    return paths
+
+
+def _protocols(protocol: str) -> list[str]:
+    return list(PROTOCOLS) if protocol == "both" else [protocol]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the study from parsed ``args`` and write ``tabular_ad``/``tabular_oc`` tables."""
+    with study(args):  # the device first; --threads for the run and the tables' machine line
+        datasets, baselines = _run_datasets(args)
+        max_rows = args.max_rows if args.max_rows and args.max_rows > 0 else None
+
+        def write(rows: list[dict], summary: dict, final: bool) -> list[Path]:
+            return _write_tables(args, rows, summary, final, datasets, max_rows)
+
+        rows, summary = tabular_benchmark(
+            datasets, protocol=args.protocol, seeds=args.seeds,
+            margins=_parse_margins(args.margins), n_steps=args.steps, baselines=baselines,
+            max_rows=max_rows, ocsdf_params={"trim": args.trim} if args.trim else None,
+            data_dir=args.data_dir, n_threads=args.threads, verbose=not args.quiet,
+            batched=not getattr(args, "separate", False), n_jobs=args.jobs, device=args.device,
+            on_dataset=lambda r, s: write(r, s, final=False))
+        paths = write(rows, summary, final=True)
+    for p, path in zip(_protocols(args.protocol), paths):
         ranks = ", ".join(f"{k} {v:.2f}" for k, v in sorted(summary[p]["avg_rank_auto"].items(),
                                                              key=lambda kv: kv[1]))
         print(f"{p}: average rank (ours auto + baselines): {ranks}")

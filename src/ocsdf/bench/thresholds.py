@@ -22,12 +22,9 @@ many runs fall inside each, and the recall of the anomalies at that threshold.
 from __future__ import annotations
 
 import argparse
-import shlex
-import time
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from scipy import stats
 from sklearn.ensemble import IsolationForest
 from sklearn.utils import check_random_state
@@ -35,6 +32,7 @@ from sklearn.utils import check_random_state
 from ..core.runtime import torch_device
 from ..data import ADBENCH_FILES, oc_split
 from ..estimator import OCSDF, conformal_threshold
+from .harness import Study, command_line, study, timed
 from .report import write_table
 
 __all__ = [
@@ -107,11 +105,9 @@ def threshold_runs(
     torch_device(device)
     train, test_normal, anomalies = oc_split(dataset, seed=seed, data_dir=data_dir)
     params = {"device": device, **_ocsdf_params(n_steps), **(ocsdf_params or {})}
-    t0 = time.perf_counter()
     # The table's protocol holds out exactly 20 % (OCSDF's "auto" may hold out more).
-    model = OCSDF(fpr=float(fprs[0]), calibration_size=0.2, random_state=seed,
-                  **params).fit(train)
-    fit_s = time.perf_counter() - t0
+    model, fit_s = timed(OCSDF(fpr=float(fprs[0]), calibration_size=0.2, random_state=seed,
+                               **params).fit, train)
     # The same 80 / 20 split the estimator drew (same seed, same rule), checked below.
     inner_seed = int(check_random_state(seed).randint(2**31 - 1))
     fit_rows, cal_rows = model._calibration_split(np.asarray(train, dtype=np.float64), inner_seed)
@@ -248,14 +244,13 @@ def thresholds_benchmark(
     runs: list[dict] = []
     for dataset in datasets:
         for seed in range(seeds):
-            t0 = time.perf_counter()
-            rs = threshold_runs(dataset, seed, fprs, n_steps, data_dir, ocsdf_params, device)
+            rs, seconds = timed(threshold_runs, dataset, seed, fprs, n_steps, data_dir,
+                                ocsdf_params, device)
             runs += rs
             if verbose:
                 fp = ", ".join(f"{r['method']}@{r['target']:g}: {r['fpr']:.3f}" for r in rs
                                if r["method"] == "OCSDF conformal")
-                print(f"{dataset} seed {seed} ({time.perf_counter() - t0:.0f} s): FPR {fp}",
-                      flush=True)
+                print(f"{dataset} seed {seed} ({seconds:.0f} s): FPR {fp}", flush=True)
     return summarise(runs), runs
 
 
@@ -283,10 +278,9 @@ def calibration_size_runs(
     train, test_normal, anomalies = oc_split(dataset, seed=seed, data_dir=data_dir)
     out = []
     for size in sizes:
-        t0 = time.perf_counter()
-        model = OCSDF(fpr=float(fprs[0]), calibration_size=float(size), random_state=seed,
-                      **{"device": device, **(ocsdf_params or {})}).fit(train)
-        fit_s = time.perf_counter() - t0
+        model, fit_s = timed(OCSDF(fpr=float(fprs[0]), calibration_size=float(size),
+                                   random_state=seed,
+                                   **{"device": device, **(ocsdf_params or {})}).fit, train)
         s_norm, s_anom = model.score_samples(test_normal), model.score_samples(anomalies)
         auroc = float(roc_auc_score(np.r_[np.zeros(len(s_norm)), np.ones(len(s_anom))],
                                     -np.r_[s_norm, s_anom]))
@@ -369,18 +363,9 @@ The training-quantile rules carry no guarantee: training scores are in-sample.
 
 def command_text(args: argparse.Namespace) -> str:
     """The ``ocsdf bench thresholds`` command line equivalent to ``args``."""
-    parts = ["ocsdf", "bench", "thresholds", "--datasets", ",".join(args.datasets),
-             "--fprs", ",".join(f"{f:g}" for f in args.fprs), "--seeds", str(args.seeds),
-             "--threads", str(args.threads)]
-    if args.steps is not None:
-        parts += ["--steps", str(args.steps)]
-    if args.data_dir:
-        parts += ["--data-dir", str(args.data_dir)]
-    if args.out_dir != "docs/results":
-        parts += ["--out-dir", str(args.out_dir)]
-    if getattr(args, "device", "cpu") != "cpu":
-        parts += ["--device", str(args.device)]
-    return shlex.join(parts)
+    return command_line("ocsdf bench thresholds", args,
+                        ["datasets", "fprs", "seeds", "threads", "steps", "data_dir", "out_dir",
+                         "device", "calibration_sizes"])
 
 
 def _names(text: str) -> list[str]:
@@ -431,60 +416,45 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     return p
 
 
-def _device(args: argparse.Namespace) -> str:
-    return getattr(args, "device", "cpu")
-
-
-def _device_note(args: argparse.Namespace) -> str:
-    """``", trained and scored on torch device `cuda`"`` ("" on the CPU)."""
-    device = _device(args)
-    return "" if device == "cpu" else f", trained and scored on torch device `{device}`"
-
-
 def run(args: argparse.Namespace) -> int:
-    """Run the study from parsed ``args`` and write ``thresholds.{md,csv,json}``."""
-    torch_device(_device(args))  # fail at once (one line) when CUDA is asked for and absent
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-    torch.set_num_threads(max(1, args.threads))
-    t0 = time.perf_counter()
-    if getattr(args, "calibration_sizes", None):
-        return _run_calibration_sizes(args, t0)
-    rows, _ = thresholds_benchmark(args.datasets, args.fprs, args.seeds, args.steps,
-                                   args.data_dir, verbose=not args.quiet, device=_device(args))
-    wall = time.perf_counter() - t0
-    steps = args.steps if args.steps is not None else OCSDF().n_steps
-    notes = (NOTES + f"\nOCSDF: default hyper-parameters, n_steps={steps}, margin 'auto'"
-             f"{_device_note(args)}. "
-             f"{args.seeds} seed(s) per data set; wall time {wall / 60:.1f} min.\n\n"
-             "**Over all data sets and seeds** (the \"(all)\" rows at the end):\n\n"
-             + findings(rows) + "\n")
-    path = write_table(rows, "thresholds", args.out_dir,
-                       title="Thresholds: target vs measured false-positive rate",
-                       notes=notes, command=command_text(args))
-    print(f"wrote {path} ({wall / 60:.1f} min)")
+    """Run the study from parsed ``args`` and write ``thresholds.{md,csv,json}`` (or, with
+    ``--calibration-sizes``, ``thresholds_calibration.{md,csv,json}``)."""
+    with study(args) as run_:  # the device first; --threads for the run and the machine line
+        if args.seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+        steps = args.steps if args.steps is not None else OCSDF().n_steps
+        device_text = run_.device_note(", trained and scored")
+        if getattr(args, "calibration_sizes", None):
+            rows = _calibration_sizes(args, run_)
+            name, title = ("thresholds_calibration",
+                           "Thresholds: how much data to hold out for calibration")
+            notes = (CALIBRATION_NOTES + f"\nOCSDF: default hyper-parameters, n_steps={steps}"
+                     f"{device_text}; wall time {run_.wall_s / 60:.1f} min.\n")
+        else:
+            rows, _ = thresholds_benchmark(args.datasets, args.fprs, args.seeds, args.steps,
+                                           args.data_dir, verbose=not args.quiet,
+                                           device=run_.device)
+            name, title = "thresholds", "Thresholds: target vs measured false-positive rate"
+            notes = (NOTES + f"\nOCSDF: default hyper-parameters, n_steps={steps}, margin "
+                     f"'auto'{device_text}. {args.seeds} seed(s) per data set; wall time "
+                     f"{run_.wall_s / 60:.1f} min.\n\n"
+                     "**Over all data sets and seeds** (the \"(all)\" rows at the end):\n\n"
+                     + findings(rows) + "\n")
+        path = write_table(rows, name, args.out_dir, title=title, notes=notes,
+                           command=command_text(args))
+    print(f"wrote {path} ({run_.wall_s / 60:.1f} min)")
     return 0
 
 
-def _run_calibration_sizes(args: argparse.Namespace, t0: float) -> int:
-    """``--calibration-sizes``: run :func:`calibration_size_runs`, write the table."""
-    params = _ocsdf_params(args.steps)
+def _calibration_sizes(args: argparse.Namespace, run_: Study) -> list[dict]:
+    """``--calibration-sizes``: the rows of :func:`calibration_size_runs` over the data sets
+    and seeds of ``args``, summarised."""
     runs = []
     for dataset in args.datasets:
         for seed in range(args.seeds):
             runs += calibration_size_runs(dataset, seed, args.calibration_sizes, args.fprs,
-                                          args.data_dir, params, device=_device(args))
+                                          args.data_dir, _ocsdf_params(args.steps),
+                                          device=run_.device)
             if not args.quiet:
-                print(f"{dataset} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
-    rows = summarise_calibration_sizes(runs)
-    wall = time.perf_counter() - t0
-    steps = args.steps if args.steps is not None else OCSDF().n_steps
-    command = command_text(args) + " --calibration-sizes " + ",".join(
-        f"{v:g}" for v in args.calibration_sizes)
-    path = write_table(rows, "thresholds_calibration", args.out_dir,
-                       title="Thresholds: how much data to hold out for calibration",
-                       notes=CALIBRATION_NOTES + f"\nOCSDF: default hyper-parameters, "
-                       f"n_steps={steps}{_device_note(args)}; wall time {wall / 60:.1f} min.\n",
-                       command=command)
-    print(f"wrote {path} ({wall / 60:.1f} min)")
-    return 0
+                print(f"{dataset} seed {seed}: {run_.wall_s:.0f} s", flush=True)
+    return summarise_calibration_sizes(runs)

@@ -21,7 +21,6 @@ One PNG per set shows the four decision functions side by side (zero level in bl
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,6 +31,7 @@ from ..certify import local_lipschitz
 from ..core.domain import Ball
 from ..data import make_toy
 from ..io import atomic_open
+from .harness import command_line, device_note, study, timed
 from .report import write_table
 
 __all__ = ["PAPER_SETS", "PAPER_TABLE1", "toy_study", "register", "run",
@@ -150,23 +150,16 @@ def toy_study(
         inside = d < r_inside
         outside = d >= OUTSIDE_MIN_DIST
 
-        t0 = time.perf_counter()
-        ours = OCSDF(width=width, depth=depth, margin=margin, lam=lam, n_steps=n_steps,
-                     warmup_steps=warmup, batch_size=batch_size, n_newton_steps=n_newton_steps,
-                     domain="ball", domain_size=RADIUS, random_state=seed,
-                     device=device).fit(x)
-        t_ours = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        conv = train_conventional(torch.tensor(x, dtype=torch.float32, device=dev), Ball(RADIUS),
-                                  width, depth, n_steps, batch_size, n_newton_steps, margin, 1e-3,
-                                  seed)
-        t_conv = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ocsvm = OneClassSVM(kernel="rbf", nu=0.05, gamma=0.5).fit(x)
-        t_svm = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        iforest = IsolationForest(contamination=0.05, random_state=seed).fit(x)
-        t_if = time.perf_counter() - t0
+        ours, t_ours = timed(OCSDF(width=width, depth=depth, margin=margin, lam=lam,
+                                   n_steps=n_steps, warmup_steps=warmup, batch_size=batch_size,
+                                   n_newton_steps=n_newton_steps, domain="ball",
+                                   domain_size=RADIUS, random_state=seed, device=device).fit, x)
+        conv, t_conv = timed(train_conventional,
+                             torch.tensor(x, dtype=torch.float32, device=dev), Ball(RADIUS),
+                             width, depth, n_steps, batch_size, n_newton_steps, margin, 1e-3,
+                             seed)
+        ocsvm, t_svm = timed(OneClassSVM(kernel="rbf", nu=0.05, gamma=0.5).fit, x)
+        iforest, t_if = timed(IsolationForest(contamination=0.05, random_state=seed).fit, x)
 
         x_dev = torch.as_tensor(x, device=dev)  # the training rows, on the models' device
         lip_ours = local_lipschitz(ours.score_tensor, x_dev)  # raw rows: the score users get
@@ -225,6 +218,7 @@ def toy_study(
             ]
             panels = [(label, np.asarray(s, dtype=np.float64).reshape(xx.shape))
                       for label, s in panels]
+            Path(fig_dir).mkdir(parents=True, exist_ok=True)  # the study's own folder
             figures.append(_figure(name, x, panels, xx, yy, Path(fig_dir) / f"{name}.png"))
         if verbose:
             r = rows[-1]
@@ -281,17 +275,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the study; write ``toy.{md,csv,json}`` and ``toy/SET.png`` under ``--out-dir``."""
-    from ..core.runtime import torch_device
-
-    device = getattr(args, "device", "cpu")
-    torch_device(device)  # fail at once (one line) when CUDA is asked for and absent
-    torch.set_num_threads(args.threads)
-    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
-    t0 = time.perf_counter()
-    rows, figures = toy_study(sets, n_steps=args.steps, width=args.width, depth=args.depth,
-                              seed=args.seed, fig_dir=Path(args.out_dir) / "toy",
-                              verbose=True, device=device)
-    path = write_report(rows, figures, args, time.perf_counter() - t0)
+    with study(args) as run_:  # the device first; --threads for the run and the machine line
+        sets = [s.strip() for s in args.sets.split(",") if s.strip()]
+        rows, figures = toy_study(sets, n_steps=args.steps, width=args.width, depth=args.depth,
+                                  seed=args.seed, fig_dir=Path(args.out_dir) / "toy",
+                                  verbose=True, device=run_.device)
+        path = write_report(rows, figures, args, run_.wall_s)
     print(path)
     return 0
 
@@ -299,7 +288,6 @@ def run(args: argparse.Namespace) -> int:
 def write_report(rows: list[dict], figures: list[Path], args: argparse.Namespace,
                  wall: float, wall_note: str = "") -> Path:
     """Write ``toy.{md,csv,json}`` for rows from :func:`toy_study` run with ``args``."""
-    sets = [s.strip() for s in args.sets.split(",") if s.strip()]
     paper = args.steps == 10_000 and args.width == 512 and args.depth == 4
     scale = ("This is the paper's configuration (10,000 steps, 4 x 512)." if paper else
              f"**Reduced configuration**: {args.steps} steps, {args.depth} x {args.width}, instead "
@@ -308,14 +296,14 @@ def write_report(rows: list[dict], figures: list[Path], args: argparse.Namespace
              "the conventional network's local Lipschitz constant, which grows with training, "
              "is therefore expected below Table 1's; the point is that it is far above 1 while "
              "OCSDF's stays <= 1.")
-    device = getattr(args, "device", "cpu")
-    if device != "cpu":
-        wall_note += (f"; OCSDF and the conventional network trained and scored on torch device "
-                      f"`{device}` (their `time_*_s` are that device's)")
+    device_text = device_note(getattr(args, "device", "cpu"),
+                              "OCSDF and the conventional network trained and scored",
+                              "their `time_*_s`")
+    if device_text:
+        wall_note += f"; {device_text}"
     notes = (f"{scale} Whole run: {wall:.0f} s wall{wall_note}.\n\n{NOTES}\nFigures: "
              + ", ".join(f"`{Path(p).as_posix()}`" for p in figures))
-    command = (f"ocsdf bench toy --sets {','.join(sets)} --steps {args.steps} --width "
-               f"{args.width} --depth {args.depth} --seed {args.seed} --threads {args.threads}"
-               + (f" --device {device}" if device != "cpu" else ""))
+    command = command_line("ocsdf bench toy", args,
+                           ["sets", "steps", "width", "depth", "seed", "threads", "device"])
     return write_table(rows, "toy", args.out_dir, title="2-D study (paper section 4, Table 1)",
                        notes=notes, command=command)

@@ -37,7 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--space", choices=("raw", "standardized"), default="raw",
                    help="units of eps: raw feature units or standardised units (raw)")
     p.add_argument("--columns", type=column_list, metavar="A,B,...", help="columns to use")
-    p.add_argument("--png", default="robustness.png", help="plot to write (robustness.png)")
+    p.add_argument("--png", metavar="PNG", default=None,
+                   help="also draw certified (and attacked) AUROC against eps into this PNG "
+                   "(default: no plot)")
     p.add_argument("--no-attack", action="store_true", help="skip the PGD attack")
     p.add_argument("--attack-steps", type=positive_int, default=50,
                    help="PGD iterations per restart (50; step 0.025 eps)")
@@ -73,9 +75,10 @@ def cmd_certify(args: argparse.Namespace) -> int:
     print(f"{len(xn)} normal rows vs {len(xa)} anomalous rows; eps = l2 budget in {units}; "
           f"L = {lipschitz_in(model, args.space):.4g} (sound Lipschitz bound, same units)")
     print(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
-    with writing(args.png):
-        png = robustness_plot(eps, cert, emp, args.png, units, title=Path(args.model).name)
-    print(f"wrote {png}")
+    if args.png:
+        with writing(args.png):
+            png = robustness_plot(eps, cert, emp, args.png, units, title=Path(args.model).name)
+        print(f"wrote {png}")
     if args.output:
         with writing(args.output):
             write_csv_atomic(table, args.output, header=True)

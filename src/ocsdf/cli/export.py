@@ -20,8 +20,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", metavar="DIR", help="model directory written by 'ocsdf fit'")
     p.add_argument("-o", "--output", required=True, metavar="FILE", help="ONNX file to write")
-    p.add_argument("--dtype", choices=["float32", "float64"], default="float32")
-    p.add_argument("--opset", type=positive_int, default=17)
+    p.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                   help="element type of the graph's input, weights and output (float32; the "
+                   "'rounding' output bounds the difference to the float64 score)")
+    p.add_argument("--opset", type=positive_int, default=17,
+                   help="ONNX opset version, 13 or newer (17)")
     p.set_defaults(func=cmd_export)
 
 

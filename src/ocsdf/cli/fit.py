@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ..errors import InputError
 from .options import (
     add_device,
     auto_or_float,
     check_finite,
     column_list,
+    open_fraction,
     positive_int,
     trim_fraction,
 )
@@ -40,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--contamination", type=auto_or_float(0.0, 0.5), default="auto",
                    help="expected outlier fraction in (0, 0.5] for the threshold, or 'auto' "
                    "(threshold f = 0; default)")
-    p.add_argument("--fpr", type=auto_or_float(0.0, 0.999), default=None,
+    p.add_argument("--fpr", type=open_fraction, default=None,
                    help="target false-positive rate in (0, 1): hold out 20-50%% of the rows "
                    "(at least 10/FPR when possible) to calibrate the threshold "
                    "(split-conformal); enables p-values")
@@ -51,6 +54,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trim", type=trim_fraction, default=0.0,
                    help="the rows may hold anomalies: refit without this fraction of rows, "
                    "those the first fit scores lowest, in [0, 0.5) (0: one fit; default)")
+    p.add_argument("--normal-only", action="store_true",
+                   help="for an .npz holding labels y beside X (ADBench files): train on the "
+                   "rows with y == 0 only")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -67,19 +73,35 @@ def cmd_fit(args: argparse.Namespace) -> int:
     table = load_table(args.data)
     X, names = select_numeric(table, args.columns)
     check_finite(X, names, table.path)
+    labels_note = None
+    if args.normal_only:
+        if table.labels is None:
+            raise InputError(f"--normal-only needs labels: {table.path} holds no array y "
+                             "beside X")
+        normal = np.asarray(table.labels) == 0
+        X = X[normal]
+        labels_note = (f"trained on the {int(normal.sum())} rows with y == 0 of {table.path}, "
+                       f"leaving out {int((~normal).sum())} labelled anomalies")
+    elif table.labels is not None:
+        n_pos = int(np.count_nonzero(np.asarray(table.labels)))
+        labels_note = (f"{table.path} also holds labels y ({n_pos} of {len(table.labels)} rows "
+                       "non-zero); every row was used for training, anomalies included "
+                       "(--normal-only trains on the rows with y == 0)")
     model = OCSDF(
         width=args.width, depth=args.depth, margin=args.margin, n_steps=args.steps,
         contamination=args.contamination, random_state=args.seed, device=args.device,
         verbose=not args.quiet, domain=args.domain, domain_size=args.domain_size,
-        standardize=args.domain != "unit", fpr=None if args.fpr == "auto" else args.fpr,
-        trim=args.trim,
+        standardize=args.domain != "unit", fpr=args.fpr, trim=args.trim,
     )
     data = pd.DataFrame(X, columns=names) if table.has_header else X
     start = time.perf_counter()
     model.fit(data)
     seconds = time.perf_counter() - start
+    model.set_params(verbose=False)  # the saved model does not draw progress bars when refit
     saved = model.save(args.model)
     _print_fit_summary(model, X, names, table.path, seconds, saved)
+    if labels_note:
+        print(f"ocsdf: note: {labels_note}", file=sys.stderr)
     return 0
 
 
@@ -89,8 +111,18 @@ def _print_fit_summary(model, X: np.ndarray, names: list[str], path: Path, secon
     from ..io import _short_list
 
     margin_kind = "auto" if model.margin == "auto" else "given"
+    n_cal = len(getattr(model, "calibration_scores_", ()))
+    n_trim = int(getattr(model, "n_trimmed_", 0))
     print(f"fitted OCSDF on {X.shape[0]} rows x {X.shape[1]} features of {path} "
           f"in {seconds:.1f} s")
+    if n_cal or n_trim:
+        parts = [f"trained on {X.shape[0] - n_cal - n_trim} rows"]
+        if n_cal:
+            parts.append(f"{n_cal} held out to calibrate the threshold")
+        if n_trim:
+            parts.append(f"{n_trim} left out of the second fit by --trim {model.trim:g} (those "
+                         "the first fit scored lowest)")
+        print("; ".join(parts))
     print(f"features: {_short_list(names)}")
     print(f"margin m = {model.margin_:.4g} (standardised units, {margin_kind})")
     print(f"L = {model.lipschitz_:.4f} (l2, standardised units)")

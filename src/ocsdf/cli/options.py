@@ -31,6 +31,7 @@ __all__ = [
     "note_ignored",
     "positive_int",
     "read_for_model",
+    "open_fraction",
     "trim_fraction",
     "write_rows",
     "writing",
@@ -49,15 +50,25 @@ def positive_int(text: str) -> int:
     return value
 
 
-def trim_fraction(text: str) -> float:
-    """argparse type of ``--trim``: a float in ``[0, 0.5)``."""
+def _number_in(text: str, ok, expected: str) -> float:
+    """``float(text)`` when ``ok(value)``, else argparse's error ``expected ..., got 'text'``."""
     try:
         value = float(text)
     except ValueError:
         value = math.nan
-    if not 0 <= value < 0.5:
-        raise argparse.ArgumentTypeError(f"expected a fraction in [0, 0.5), got {text!r}")
+    if not (math.isfinite(value) and ok(value)):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
     return value
+
+
+def trim_fraction(text: str) -> float:
+    """argparse type of ``--trim``: a float in ``[0, 0.5)``."""
+    return _number_in(text, lambda v: 0 <= v < 0.5, "a fraction in [0, 0.5)")
+
+
+def open_fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1 (a rate such as ``--fpr``)."""
+    return _number_in(text, lambda v: 0 < v < 1, "a number between 0 and 1")
 
 
 def auto_or_float(low: float, high: float, low_open: bool = True):
