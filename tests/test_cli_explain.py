@@ -162,3 +162,18 @@ def test_explain_unavailable_device_is_one_line(setup, capsys):
     assert main(["report", str(setup["model"]), str(setup["test"]), "-o", "x.html",
                  "--device", "cuda"]) == 2
     assert "CUDA is not available" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("command", ["explain", "score"])
+def test_astronomical_values_are_a_one_line_error(setup, tmp_path, capsys, command):
+    """A value like 1e300 used to score -inf with an 'infinite' certified radius (and -1e308
+    NaN); it is refused, naming the row and the feature, and no output is written."""
+    frame = pd.read_csv(setup["test"])
+    frame.loc[3, "b"] = 1e300
+    data = tmp_path / "huge.csv"
+    frame.to_csv(data, index=False)
+    out = tmp_path / "out.csv"
+    assert main([command, str(setup["model"]), str(data), "-o", str(out)]) == 2
+    line = _one_error_line(capsys)
+    assert "row 3 (0-based), feature 'b': 1e+300" in line and "drop it or clip it" in line
+    assert not out.exists()

@@ -205,3 +205,35 @@ def test_trim_helps_on_contaminated_training_rows():
     au_plain = roc_auc_score(y, -plain.score_samples(X))
     au_trim = roc_auc_score(y, -trimmed.score_samples(X))
     assert au_trim >= 0.97 and au_trim > au_plain + 0.01, (au_plain, au_trim)
+
+
+@pytest.mark.parametrize("value", [1e300, -1e308, 1e13])
+def test_rows_beyond_the_scored_range_are_refused_by_name(value):
+    """Values that are finite but astronomically far from the training data would score -inf or
+    NaN (overflow) and get an infinite 'certified' radius; they are refused like NaN."""
+    from ocsdf.estimator import Z_MAX
+
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    model = OCSDF(**TINY, random_state=0).fit(X)
+    rows = np.zeros((3, 3))
+    rows[2, 1] = value
+    for method in (model.score_samples, model.certified_radius, model.explain):
+        with pytest.raises(InputError, match=r"row 2 \(0-based\), feature 'x1': .* beyond the "
+                                             r"1e\+12 up to which scores are computed") as err:
+            method(rows)
+        assert "\n" not in str(err.value)
+    # just inside the range: a finite score about minus the distance, and a finite radius no
+    # larger than the distance to the training data (sound)
+    far = np.array([[0.0, 0.5 * Z_MAX, 0.0]])
+    score = model.score_samples(far)[0]
+    radius = model.certified_radius(far)[0]
+    assert np.isfinite(score) and score < -0.4 * Z_MAX
+    assert np.isfinite(radius) and radius <= np.linalg.norm(far - X, axis=1).min()
+
+
+def test_fit_refuses_features_whose_statistics_overflow():
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    X[7, 2] = 1e300
+    with pytest.raises(InputError, match=r"feature\(s\) \['x2'\] hold values too large for "
+                                         r"float64 statistics .* largest \|value\| 1e\+300"):
+        OCSDF(**TINY).fit(X)

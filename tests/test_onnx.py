@@ -141,6 +141,7 @@ def test_metadata_round_trip(box_model, exported):
     assert np.array_equal(json.loads(meta["scale"]), box_model.scale_)
     assert np.array_equal(json.loads(meta["mean"]), box_model.mean_)
     assert meta["norm"] == "l2" and meta["dtype"] == "float32" and meta["domain"] == "box"
+    assert float(meta["max_abs_z"]) == 1e12  # scores are defined up to there (Z_MAX)
     from ocsdf import __version__
 
     assert meta["ocsdf_version"] == __version__

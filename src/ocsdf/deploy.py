@@ -288,9 +288,11 @@ def to_onnx(model, path: str | os.PathLike, opset: int = 17, dtype: str = "float
     ``threshold`` (``offset_``), ``lipschitz_raw`` (sound l2 bound in raw units,
     ``lipschitz_ / min(scale_)``), ``lipschitz_standardized``, ``norm`` ("l2"), ``input_units``,
     ``mean``, ``scale`` (JSON lists), ``dtype``, ``domain``, ``domain_size``,
-    ``ocsdf_version`` and ``rounding_coef``. The second output ``rounding`` bounds the
-    difference to the float64 score (module docstring): a certified radius from the graph is
-    ``max(|score - threshold| - rounding, 0) / lipschitz_raw``
+    ``ocsdf_version``, ``rounding_coef`` and ``max_abs_z`` (the graph does not validate its
+    input: ``score_samples`` refuses rows with a standardised value beyond this, and so should
+    a service feeding the graph; NaN, inf or such rows give meaningless scores). The second
+    output ``rounding`` bounds the difference to the float64 score (module docstring): a
+    certified radius from the graph is ``max(|score - threshold| - rounding, 0) / lipschitz_raw``
     (:func:`certified_radius_from_scores`), never larger than ``OCSDF.certified_radius``.
 
     Raises
@@ -312,6 +314,7 @@ def to_onnx(model, path: str | os.PathLike, opset: int = 17, dtype: str = "float
             "exporting to ONNX needs the onnx package: pip install 'ocsdf[deploy]'"
         ) from None
     from ._version import __version__
+    from .core.scorer import Z_MAX
 
     np_dtype, u = _DTYPES[dtype]
     layers = scorer.layers()
@@ -334,6 +337,7 @@ def to_onnx(model, path: str | os.PathLike, opset: int = 17, dtype: str = "float
         "mean": json.dumps([float(v) for v in scorer.mean]),
         "scale": json.dumps([float(v) for v in scorer.scale]),
         "rounding_coef": json.dumps([float(c) for c in coef]),
+        "max_abs_z": repr(Z_MAX),
     }
     onnx.helper.set_model_props(proto, meta)
     from .io import atomic_open

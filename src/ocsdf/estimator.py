@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .core.domain import Standardizer, make_domain
 from .core.nn import make_mlp
 from .core.runtime import torch_device, torch_threads
-from .core.scorer import Scorer
+from .core.scorer import Z_MAX, Scorer
 from .core.training import TrainConfig, TrainHistory, train
 from .errors import InputError, ModelFileError
 
@@ -53,7 +53,40 @@ def label_free_margin(z: np.ndarray, factor: float = 0.05, seed: int = 0) -> flo
 
 
 def _check_X(estimator: OCSDF, X, reset: bool) -> np.ndarray:
-    """Validate ``X`` like scikit-learn, with messages that name the problem."""
+    """Validate ``X`` like scikit-learn, with messages that name the problem; then check that
+    its values are in the range scores are computed for (:data:`Z_MAX`)."""
+    X = _validate(estimator, X, reset)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if reset:
+            spread = np.std(X, axis=0) + np.abs(np.mean(X, axis=0))
+            bad = np.flatnonzero(~np.isfinite(spread))
+            if bad.size:
+                largest = float(np.abs(X[:, bad[0]]).max())
+                raise InputError(
+                    f"feature(s) {_feature_names(estimator, X, bad)} hold values too large for "
+                    "float64 statistics (their mean or standard deviation overflows; largest "
+                    f"|value| {largest:.3g}); rescale or remove them")
+        elif hasattr(estimator, "scorer_"):
+            z = np.abs(estimator.scorer_.standardize(X))
+            bad = ~(z <= Z_MAX)
+            if bad.any():
+                row, col = np.argwhere(bad)[0]
+                raise InputError(
+                    f"row {row} (0-based), feature {_feature_names(estimator, X, [col])[0]!r}: "
+                    f"{X[row, col]:.3g} is {z[row, col]:.3g} standard deviations from the "
+                    f"training mean, beyond the {Z_MAX:.0e} up to which scores are computed "
+                    f"({int(bad.any(axis=1).sum())} such rows); such a row is anomalous by any "
+                    "measure: drop it or clip it")
+    return X
+
+
+def _feature_names(estimator: OCSDF, X: np.ndarray, idx) -> list[str]:
+    names = getattr(estimator, "feature_names_in_", None)
+    return [str(names[i]) if names is not None else f"x{i}" for i in idx]
+
+
+def _validate(estimator: OCSDF, X, reset: bool) -> np.ndarray:
+    """``validate_data`` with messages that name the problem."""
     if hasattr(X, "dtypes") and hasattr(X, "columns"):
         from pandas.api.types import is_numeric_dtype
 

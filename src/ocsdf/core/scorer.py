@@ -24,10 +24,16 @@ from torch import nn
 from .domain import Ball, Box, Domain
 from .nn import FullSort, GroupSort2, lipschitz_bound, plain_network
 
-__all__ = ["Scorer"]
+__all__ = ["Scorer", "Z_MAX"]
 
 #: Rows scored per batch (memory: a few ``(batch, width)`` float64 arrays).
 SCORE_BATCH = 65536
+
+#: Largest standardised magnitude ``|z_i|`` scored (standard deviations from the training mean).
+#: Float64 scores are exact to about 1e-16 x |z| x depth, so up to here rounding stays below
+#: 1e-3; the estimators refuse a row farther out with a one-line error (like NaN/inf) rather than
+#: score it -inf or NaN (overflow) and give it a certificate that means nothing.
+Z_MAX = 1e12
 
 
 @dataclass(frozen=True, eq=False)
