@@ -407,3 +407,86 @@ def test_fit_on_npz_with_labels_says_so(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "plain.npz"), "--model", str(tmp_path / "p"),
                  "--normal-only", *TINY]) == 2
     assert "--normal-only needs labels" in _one_error_line(capsys)
+
+
+# ---------------------------------------------------------------- CSV files (issue 18 item 3)
+@pytest.fixture(scope="module")
+def plain_model(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """A tiny model fitted on a headerless CSV of floats (no feature names), and its rows."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(60, 3)).round(4) + 0.5
+    folder = tmp_path_factory.mktemp("plain")
+    data = folder / "train.csv"
+    data.write_text("".join(",".join(f"{v:.4f}" for v in row) + "\n" for row in X))
+    out = folder / "model"
+    assert main(["fit", str(data), "--model", str(out), *TINY]) == 0
+    assert getattr(OCSDF.load(out), "feature_names_in_", None) is None
+    return out, X
+
+
+def _score(model, data, tmp_path, *extra) -> pd.DataFrame:
+    out = tmp_path / "scores.csv"
+    assert main(["score", str(model), str(data), "-o", str(out), *extra]) == 0
+    return pd.read_csv(out)
+
+
+def test_numeric_header_needs_header_option_and_is_not_shifted(plain_model, tmp_path,
+                                                               capsys):
+    model, X = plain_model
+    body = "".join(",".join(f"{v:.4f}" for v in row) + "\n" for row in X[:10])
+    plain = tmp_path / "plain.csv"
+    plain.write_text(body)
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("1,2,3\n" + body)
+    capsys.readouterr()
+    assert main(["score", str(model), str(labelled)]) == 2
+    line = _one_error_line(capsys)
+    assert "labelled.csv" in line and "--header or --no-header" in line
+    expected = _score(model, plain, tmp_path)
+    got = _score(model, labelled, tmp_path, "--header")
+    assert len(got) == 10
+    np.testing.assert_array_equal(got["score"], expected["score"])
+    shifted = _score(model, labelled, tmp_path, "--no-header")
+    assert len(shifted) == 11
+    np.testing.assert_allclose(shifted["score"].iloc[1:], expected["score"], rtol=1e-6,
+                               atol=1e-9)  # another batch size: last-bit differences
+    capsys.readouterr()
+    assert main(["score", str(model), str(labelled), "--header", "--no-header"]) == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+def test_semicolon_decimal_comma_file_scores_like_the_comma_file(plain_model, tmp_path):
+    model, X = plain_model
+    comma = tmp_path / "comma.csv"
+    comma.write_text("a,b,c\n" + "".join(",".join(f"{v:.4f}" for v in row) + "\n"
+                                         for row in X[:8]))
+    semi = tmp_path / "semi.csv"
+    semi.write_text("a;b;c\n" + "".join(";".join(f"{v:.4f}".replace(".", ",") for v in row)
+                                        + "\n" for row in X[:8]))
+    tab = tmp_path / "tab.tsv"
+    tab.write_text(comma.read_text().replace(",", "\t"))
+    expected = _score(model, comma, tmp_path)["score"]
+    np.testing.assert_array_equal(_score(model, semi, tmp_path)["score"], expected)
+    np.testing.assert_array_equal(_score(model, tab, tmp_path)["score"], expected)
+
+
+def test_label_column_error_says_how_to_leave_it_out(plain_model, tmp_path, capsys):
+    model, X = plain_model
+    data = tmp_path / "data.csv"
+    data.write_text("a,b,c,kind\n" + "".join(",".join(f"{v:.4f}" for v in row) + ",cat\n"
+                                             for row in X[:5]))
+    capsys.readouterr()
+    assert main(["report", str(model), str(data), "-o", str(tmp_path / "r.html")]) == 2
+    line = _one_error_line(capsys)
+    assert "non-numeric columns" in line and "['kind']" in line
+    assert "--columns a,b,c" in line and "--labels COL" in line
+    assert main(["score", str(model), str(data)]) == 2
+    line = _one_error_line(capsys)
+    assert "['kind']" in line and "--columns a,b,c" in line and "--labels" not in line
+
+
+@pytest.mark.parametrize("command", ["fit", "score", "explain", "report", "certify"])
+def test_data_commands_take_header_options(command, capsys):
+    assert main([command, "--help"]) == 0
+    text = capsys.readouterr().out
+    assert "--header" in text and "--no-header" in text

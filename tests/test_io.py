@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from ocsdf.errors import InputError
-from ocsdf.io import load_table, read_table, write_csv_atomic
+from ocsdf.io import load_table, read_table, select_numeric, write_csv_atomic
 
 
 def _write(path, text: str):
@@ -218,3 +218,146 @@ def test_load_table_allow_empty_gives_zero_rows(tmp_path):
     table = load_table(f, allow_empty=True)
     assert table.frame.shape == (0, 2) and list(table.frame.columns) == ["a", "b"]
     assert all(t == np.float64 for t in table.frame.dtypes) and table.has_header
+
+
+# ---------------------------------------------------------------- delimiter, decimal, header
+def test_numeric_header_over_floats_is_ambiguous(tmp_path):
+    f = _write(tmp_path / "data.csv", "1,2,3\n0.5,0.25,1.5\n2.5,3.5,4.5\n")
+    with pytest.raises(InputError, match="give --header or --no-header") as err:
+        load_table(f)
+    msg = str(err.value)
+    assert "data.csv" in msg and "(1,2,3)" in msg and "\n" not in msg
+    table = load_table(f, header=True)  # the rows are not shifted
+    assert table.has_header and list(table.frame.columns) == ["1", "2", "3"]
+    X, names = read_table(f, header=True)
+    np.testing.assert_array_equal(X, [[0.5, 0.25, 1.5], [2.5, 3.5, 4.5]])
+    X, names = read_table(f, header=False)
+    assert names == ["x0", "x1", "x2"] and X.shape == (3, 3) and X[0].tolist() == [1, 2, 3]
+
+
+@pytest.mark.parametrize("text", [
+    "0,1,2,3\n5,7,1,0\n2,2,2,2\n",  # 0..d-1 over integers it does not continue
+    "1,2,3,4,5,6\n12,0,3,45,2,1\n",  # 1..d likewise
+    "7,3,11\n0.5,1,2\n",  # distinct integers over non-integers
+])
+def test_label_like_first_lines_are_ambiguous(tmp_path, text):
+    f = _write(tmp_path / "data.csv", text)
+    with pytest.raises(InputError, match="--header or --no-header"):
+        load_table(f)
+
+
+@pytest.mark.parametrize("text", [
+    "0.5,1.5\n2.5,3.5\n4.5,5.5\n",  # floats throughout
+    "1,2,3\n4,5,6\n",  # integers: 1..d continued by the next line
+    "0,1\n1,0\n1,1\n",  # two columns of integers
+    "1,1,2\n0.5,0.5,0.25\n",  # repeated integers are not labels
+    "1,2,3\n0.5,x,1\n",  # the second line is not all numbers
+    "1\n0.5\n0.25\n",  # one column
+])
+def test_headerless_numbers_stay_headerless(tmp_path, text):
+    table = load_table(_write(tmp_path / "data.csv", text))
+    assert not table.has_header and table.frame.columns[0] == "x0"
+    assert len(table.frame) == len(text.splitlines())
+
+
+def test_header_option_forces_the_choice(tmp_path):
+    f = _write(tmp_path / "data.csv", "a,b\n1,2\n")
+    with pytest.raises(InputError, match=r"non-numeric columns .*\['x0', 'x1'\]"):
+        read_table(f, header=False)
+    g = _write(tmp_path / "plain.csv", "1,2\n3,4\n")
+    X, names = read_table(g, header=True)
+    assert names == ["1", "2"] and X.tolist() == [[3.0, 4.0]]
+
+
+def test_semicolon_with_decimal_commas_reads_the_same_numbers(tmp_path):
+    comma = _write(tmp_path / "comma.csv", "a,b,c\n1.5,2.25,-3\n4e2,0.125,7\n")
+    semi = _write(tmp_path / "semi.csv", "a;b;c\n1,5;2,25;-3\n4e2;0,125;7\n")
+    X1, n1 = read_table(comma)
+    X2, n2 = read_table(semi)
+    assert n1 == n2 == ["a", "b", "c"]
+    np.testing.assert_array_equal(X1, X2)
+    table = load_table(semi)
+    assert table.delimiter == ";" and table.decimal == ","
+    headerless = _write(tmp_path / "nohead.csv", "1,5;2,25;-3\n4e2;0,125;7\n")
+    X3, names = read_table(headerless)
+    assert names == ["x0", "x1", "x2"]
+    np.testing.assert_array_equal(X3, X1)
+
+
+def test_semicolon_decimal_commas_beside_a_label_column(tmp_path):
+    f = _write(tmp_path / "data.csv", "a;b;city\n1,5;2;Paris\n3;4,75;Rome\n")
+    X, names = read_table(f, columns=["a", "b"])
+    assert X.tolist() == [[1.5, 2.0], [3.0, 4.75]]
+
+
+def test_semicolon_with_decimal_points(tmp_path):
+    f = _write(tmp_path / "data.csv", "a;b\n1.5;2\n3;4.75\n")
+    table = load_table(f)
+    assert table.delimiter == ";" and table.decimal == "."
+    X, _ = read_table(f)
+    assert X.tolist() == [[1.5, 2.0], [3.0, 4.75]]
+
+
+@pytest.mark.parametrize("sep", ["\t", "|", ";"])
+def test_other_delimiters(tmp_path, sep):
+    text = f"a{sep}b{sep}c\n0.5{sep}1{sep}2\n3{sep}-4.5{sep}5e-1\n"
+    f = _write(tmp_path / "data.csv", text)
+    X, names = read_table(f)
+    assert names == ["a", "b", "c"] and load_table(f).delimiter == sep
+    np.testing.assert_array_equal(X, [[0.5, 1, 2], [3, -4.5, 0.5]])
+    g = _write(tmp_path / "nohead.txt", text.split("\n", 1)[1])
+    X, names = read_table(g)
+    assert names == ["x0", "x1", "x2"] and X.shape == (2, 3)
+
+
+def test_tab_in_tsv_wins_over_commas_in_the_fields(tmp_path):
+    f = _write(tmp_path / "data.tsv", "a\tb\n1,5\t2\n3\t4,25\n")
+    table = load_table(f)
+    assert table.delimiter == "\t" and table.decimal == ","
+    assert read_table(f)[0].tolist() == [[1.5, 2.0], [3.0, 4.25]]
+
+
+def test_single_column_stays_one_column(tmp_path):
+    f = _write(tmp_path / "data.csv", "value\n1.5\n2\n")
+    X, names = read_table(f)
+    assert names == ["value"] and X.tolist() == [[1.5], [2.0]]
+
+
+def test_quoted_delimiters_do_not_count(tmp_path):
+    f = _write(tmp_path / "data.csv", '"a;x",b\n1,2\n3,4\n')
+    X, names = read_table(f)
+    assert names == ["a;x", "b"] and X.tolist() == [[1, 2], [3, 4]]
+
+
+@pytest.mark.parametrize("text", [
+    "a;b\n1;2\n3;4;5\n",  # ragged ';' lines read as one ',' column
+    "a,b,c\n1;2;3\n4;5;6\n",  # a ',' header over ';' data
+])
+def test_mixed_delimiters_error_names_the_delimiter(tmp_path, text):
+    f = _write(tmp_path / "data.csv", text)
+    with pytest.raises(InputError) as err:
+        read_table(f)
+    msg = str(err.value)
+    assert "data.csv looks ';'-separated but was read as ','-separated" in msg
+    assert "\n" not in msg
+
+
+def test_many_lines_sampled_and_crlf(tmp_path):
+    rows = "".join(f"{i},{i / 3:.6f}\r\n" for i in range(200))
+    f = _write(tmp_path / "data.csv", "a,b\r\n" + rows)
+    X, names = read_table(f)
+    assert names == ["a", "b"] and X.shape == (200, 2)
+
+
+def test_label_column_error_says_how_to_leave_it_out(tmp_path):
+    f = _write(tmp_path / "data.csv", "v1,v2,v3,v4,v5,v6,kind\n1,2,3,4,5,6,cat\n")
+    with pytest.raises(InputError) as err:
+        read_table(f)
+    msg = str(err.value)
+    assert msg == ("non-numeric columns in " + str(f) + ": ['kind']; leave them out with "
+                   "--columns v1,v2,v3,v4,... (the 6 numeric columns)")
+    table = load_table(f)
+    with pytest.raises(InputError, match=r"give a label column with --labels COL$"):
+        select_numeric(table, labels_option="--labels")
+    with pytest.raises(InputError, match="none of the chosen columns is numeric"):
+        select_numeric(table, ["kind"])

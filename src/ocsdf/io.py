@@ -8,10 +8,13 @@ are read as they are: the estimator (or the CLI) rejects them.
 from __future__ import annotations
 
 import contextlib
+import csv
+import math
 import os
+import re
 import secrets
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO
 
@@ -27,6 +30,11 @@ CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 NPZ_SUFFIXES = (".npz",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 _MAX_LISTED = 10
+DELIMITERS = (",", ";", "\t", "|")  # the field delimiters a CSV file is tried with
+_SAMPLE_LINES = 50  # non-blank lines read to detect the delimiter, decimal mark and header
+_SUGGESTED = 4  # numeric columns spelled out in a --columns suggestion
+_INTEGER = re.compile(r"[+-]?\d+")
+_DECIMAL_COMMA = re.compile(r"[+-]?(\d+,\d*|,\d+)([eE][+-]?\d+)?")
 
 
 @dataclass(frozen=True)
@@ -45,12 +53,32 @@ class Table:
     labels : ndarray of shape (n_rows,) or None
         A label array stored beside the features (the ``y`` of an ``.npz`` holding ``X`` and
         ``y``, as ADBench files do); None when the file has none.
+    delimiter : str or None
+        The field delimiter a CSV file was read with (None for NPZ and Parquet).
+    decimal : str
+        The decimal mark numbers were read with: ``"."``, or ``","`` for decimal commas.
+    suspect_delimiter : str or None
+        Another delimiter the file seems to use, when the lines did not split evenly on any
+        (a file mixing delimiters): errors about its columns then name it.
     """
 
     frame: pd.DataFrame
     has_header: bool
     path: Path
     labels: np.ndarray | None = None
+    delimiter: str | None = None
+    decimal: str = "."
+    suspect_delimiter: str | None = None
+
+    def misread(self) -> str | None:
+        """One line saying the file looks separated by another delimiter, or None."""
+        if self.suspect_delimiter is None or self.delimiter is None:
+            return None
+        return (
+            f"{self.path} looks {self.suspect_delimiter!r}-separated but was read as "
+            f"{self.delimiter!r}-separated (its lines do not split into the same number of "
+            "fields on any delimiter); use one delimiter on every line"
+        )
 
 
 def default_names(n_columns: int) -> list[str]:
@@ -59,19 +87,23 @@ def default_names(n_columns: int) -> list[str]:
 
 
 def read_table(
-    path: str | os.PathLike, columns: Sequence[str | int] | None = None
+    path: str | os.PathLike,
+    columns: Sequence[str | int] | None = None,
+    header: bool | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Read a CSV, NPZ or Parquet file of numeric features.
 
     Parameters
     ----------
     path : str or PathLike
-        ``.csv``/``.tsv``/``.txt`` (header detected: the first row is data when every field
-        parses as a number), ``.npz`` (the array ``"X"``, or the only array; 2-D) or
+        ``.csv``/``.tsv``/``.txt`` (delimiter, decimal mark and header detected: see
+        :func:`load_table`), ``.npz`` (the array ``"X"``, or the only array; 2-D) or
         ``.parquet``/``.pq`` (needs pyarrow).
     columns : sequence of str or int, optional
         Columns to keep, in this order: names, or 0-based integer positions (ints or digit
         strings; a name that exists wins over a position). Default: every column.
+    header : bool or None, default None
+        Whether the first line of a CSV file holds column names; None detects it.
 
     Returns
     -------
@@ -84,17 +116,38 @@ def read_table(
     ------
     InputError
         Missing, empty, unreadable or corrupt file; unknown extension; non-numeric or unknown
-        columns; an NPZ array that is not 2-D. One line, naming the file.
+        columns; an NPZ array that is not 2-D; a CSV whose first line may be a header or data
+        (``header`` not given). One line, naming the file.
     """
-    return select_numeric(load_table(path), columns)
+    return select_numeric(load_table(path, header=header), columns)
 
 
-def load_table(path: str | os.PathLike, allow_empty: bool = False) -> Table:
+def load_table(
+    path: str | os.PathLike, allow_empty: bool = False, header: bool | None = None
+) -> Table:
     """Read ``path`` into a :class:`Table` without choosing or checking columns.
 
     Raises :class:`InputError` for a missing, empty, unreadable or corrupt file, an unknown
     extension, or an NPZ array that is not 2-D. With ``allow_empty``, a file that has columns
     but no data rows gives a Table of zero rows (float64 columns) instead of an error.
+
+    A CSV file (``.csv``, ``.tsv``, ``.txt``) is read as follows, from its first 50 non-blank
+    lines:
+
+    * Delimiter: the one of ``,`` ``;`` tab ``|`` that splits every line into the same number
+      (> 1) of fields; when several do, the one giving the most all-numeric lines, then ``,``
+      (tab for ``.tsv``). When none does (one column, or ragged lines), ``,`` (tab for
+      ``.tsv``).
+    * Decimal mark: with a delimiter other than ``,``, numbers are read with decimal commas
+      (``1,5``) when some field is a decimal-comma number and no field is a number written with
+      a decimal point; text fields (labels) do not count.
+    * Header (``header=None``): a first line holding a field that is not a number is a header.
+      A first line of numbers is data, unless the second line is numbers too and the first
+      looks like column labels: two or more distinct integers over data holding non-integers,
+      or exactly ``0..d-1`` or ``1..d`` (d >= 3 fields) that the second line does not continue
+      (``1,2,3`` then ``4,5,6`` is data). Then the file is ambiguous and :class:`InputError`
+      asks for ``--header`` or ``--no-header`` (``header=True``/``False``). ``header`` is
+      ignored for NPZ and Parquet files.
     """
     path = Path(path)
     if not path.exists():
@@ -114,7 +167,7 @@ def load_table(path: str | os.PathLike, allow_empty: bool = False) -> Table:
     if size == 0:
         raise InputError(f"empty file: {path} has 0 bytes")
     if suffix in CSV_SUFFIXES:
-        table = _load_csv(path, sep="\t" if suffix == ".tsv" else ",")
+        table = _load_csv(path, "\t" if suffix == ".tsv" else ",", header)
     elif suffix in NPZ_SUFFIXES:
         table = _load_npz(path)
     else:
@@ -125,17 +178,22 @@ def load_table(path: str | os.PathLike, allow_empty: bool = False) -> Table:
         if not allow_empty:
             raise InputError(f"empty file: {path} has no data rows")
         frame = pd.DataFrame({c: pd.Series([], dtype=np.float64) for c in table.frame.columns})
-        table = Table(frame, table.has_header, table.path)
+        table = replace(table, frame=frame, labels=None)
     return table
 
 
 def select_numeric(
-    table: Table, columns: Sequence[str | int] | None = None
+    table: Table,
+    columns: Sequence[str | int] | None = None,
+    labels_option: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Choose ``columns`` of ``table`` (all by default) and convert them to float64.
 
     Returns ``X`` of shape (n_rows, n_chosen) and the chosen names; see :func:`read_table`.
-    Raises :class:`InputError` for an unknown or repeated column, or non-numeric columns.
+    Raises :class:`InputError` for an unknown or repeated column, or non-numeric columns: the
+    message names them and suggests ``--columns`` with the chosen numeric ones, and
+    ``labels_option`` (such as ``"--labels"``) for a label column when given. A file that
+    seems to mix delimiters gets a message naming the delimiter instead.
     """
     frame = table.frame
     names = [str(c) for c in frame.columns]
@@ -155,15 +213,34 @@ def select_numeric(
            if not pd.api.types.is_numeric_dtype(dtype)
            or pd.api.types.is_complex_dtype(dtype)]
     if bad:
-        raise InputError(
-            f"non-numeric columns in {table.path}: {_short_list(bad)}; "
-            "choose numeric columns with --columns"
-        )
+        misread = table.misread()
+        if misread:
+            raise InputError(misread)
+        raise InputError(_non_numeric_message(table, bad, [names[i] for i in chosen],
+                                              labels_option))
     try:
         X = sub.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as err:
         raise InputError(f"cannot convert {table.path} to numbers: {_one_line(err)}") from None
     return X, [names[i] for i in chosen]
+
+
+def _non_numeric_message(
+    table: Table, bad: list[str], chosen: list[str], labels_option: str | None
+) -> str:
+    """One line naming the non-numeric columns and how to leave them out."""
+    numeric = [c for c in chosen if c not in set(bad)]
+    text = f"non-numeric columns in {table.path}: {_short_list(bad)}; "
+    if numeric:
+        shown = ",".join(numeric[:_SUGGESTED]) + (",..." if len(numeric) > _SUGGESTED else "")
+        count = "the numeric column" if len(numeric) == 1 else \
+            f"the {len(numeric)} numeric columns"
+        text += f"leave them out with --columns {shown} ({count})"
+    else:
+        text += "none of the chosen columns is numeric; choose numeric ones with --columns"
+    if labels_option:
+        text += f", and give a label column with {labels_option} COL"
+    return text
 
 
 def _column_index(column: str | int, names: list[str], path: Path) -> int:
@@ -184,42 +261,168 @@ def _column_index(column: str | int, names: list[str], path: Path) -> int:
     raise InputError(f"unknown column {column!r} in {path}; columns are {_short_list(names)}")
 
 
-def _load_csv(path: Path, sep: str) -> Table:
-    """CSV/TSV with header detection (see :func:`read_table`)."""
+def _load_csv(path: Path, default_sep: str, header: bool | None) -> Table:
+    """CSV/TSV with delimiter, decimal-mark and header detection (see :func:`load_table`)."""
+    suspect = None
     try:
-        first = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str,
-                            keep_default_na=False)
-        if first.shape[0] == 0:
+        lines, truncated = _sample_lines(path)
+        if not lines:
             raise InputError(f"empty file: {path} has no rows")
-        has_header = not all(_is_number(v) for v in first.iloc[0].tolist())
-        frame = pd.read_csv(path, sep=sep, header=0 if has_header else None)
+        sep, decimal, even = _sniff(lines, truncated, default_sep)
+        rows = _records(lines, sep, truncated)
+        if not rows:
+            raise InputError(f"empty file: {path} has no rows")
+        suspect = None if even else _suspect_delimiter(lines, truncated, sep)
+        has_header = _detect_header(rows, decimal, path) if header is None else bool(header)
+        frame = pd.read_csv(path, sep=sep, header=0 if has_header else None, decimal=decimal)
     except InputError:
         raise
     except pd.errors.EmptyDataError:
         raise InputError(f"empty file: {path} has no rows") from None
     except UnicodeDecodeError:
         raise InputError(f"cannot read {path}: not a UTF-8 text file") from None
-    except (pd.errors.ParserError, ValueError, OSError) as err:
-        raise InputError(f"cannot parse {path}: {_one_line(err)}") from None
+    except (pd.errors.ParserError, csv.Error, ValueError, OSError) as err:
+        note = f" ({suspect!r} may be the delimiter)" if suspect else ""
+        raise InputError(f"cannot parse {path}: {_one_line(err)}{note}") from None
     if not has_header:
         frame.columns = default_names(frame.shape[1])
     else:
         frame.columns = [str(c).strip() for c in frame.columns]
-    return Table(frame, has_header, path)
+    return Table(frame, has_header, path, delimiter=sep, decimal=decimal,
+                 suspect_delimiter=suspect)
 
 
-def _is_number(field: str | None) -> bool:
-    """True when a CSV field reads as a number; an empty field (a missing value) counts too."""
-    if field is None:
+def _sample_lines(path: Path) -> tuple[list[str], bool]:
+    """The first non-blank lines of ``path`` (at most ``_SAMPLE_LINES``), and whether there
+    are more."""
+    lines: list[str] = []
+    with open(path, encoding="utf-8-sig", newline="") as fh:
+        for line in fh:
+            if not line.strip():
+                continue
+            if len(lines) == _SAMPLE_LINES:
+                return lines, True
+            lines.append(line)
+    return lines, False
+
+
+def _records(lines: list[str], sep: str, truncated: bool) -> list[list[str]]:
+    """``lines`` split into fields on ``sep`` (quotes respected); the last record is dropped
+    when the sample was cut, as it may be cut inside a quoted field."""
+    rows = [row for row in csv.reader(lines, delimiter=sep) if row]
+    return rows[:-1] if truncated and len(rows) > 1 else rows
+
+
+def _splits_evenly(rows: list[list[str]]) -> bool:
+    """True when every record has the same number of fields, more than one."""
+    counts = {len(row) for row in rows}
+    return len(counts) == 1 and counts.pop() > 1
+
+
+def _sniff(lines: list[str], truncated: bool, default_sep: str) -> tuple[str, str, bool]:
+    """``(delimiter, decimal mark, whether the delimiter splits every line evenly)``."""
+    order = [default_sep] + [d for d in DELIMITERS if d != default_sep]
+    best: tuple[int, int, str, str] | None = None
+    for rank, sep in enumerate(order):
+        rows = _records(lines, sep, truncated)
+        if not _splits_evenly(rows):
+            continue
+        decimal = _decimal_mark(rows) if sep != "," else "."
+        numeric = sum(all(_is_number(f, decimal) for f in row) for row in rows)
+        key = (-numeric, rank, sep, decimal)
+        if best is None or key < best:
+            best = key
+    if best is None:
+        return default_sep, ".", False
+    return best[2], best[3], True
+
+
+def _decimal_mark(rows: list[list[str]]) -> str:
+    """``","`` when some field is a decimal-comma number and none a decimal-point number."""
+    comma = False
+    for row in rows:
+        for field in row:
+            text = field.strip()
+            if "." in text and _is_number(text):
+                return "."
+            comma = comma or bool(_DECIMAL_COMMA.fullmatch(text))
+    return "," if comma else "."
+
+
+def _suspect_delimiter(lines: list[str], truncated: bool, sep: str) -> str | None:
+    """Another delimiter that seems to be the file's when ``sep`` does not split it evenly:
+    one splitting every line, or every line but the first, evenly, or (for a file read as one
+    column) one found on every line."""
+    for other in DELIMITERS:
+        if other == sep:
+            continue
+        rows = _records(lines, other, truncated)
+        if _splits_evenly(rows) or (len(rows) > 2 and _splits_evenly(rows[1:])):
+            return other
+    if all(len(row) == 1 for row in _records(lines, sep, truncated)):
+        for other in DELIMITERS:
+            if other != sep and all(other in line for line in lines):
+                return other
+    return None
+
+
+def _detect_header(rows: list[list[str]], decimal: str, path: Path) -> bool:
+    """Whether the first record is a header (rule in :func:`load_table`); raises
+    :class:`InputError` when a first line of numbers may be column labels."""
+    first = rows[0]
+    if not all(_is_number(f, decimal) for f in first):
         return True
+    if len(rows) < 2 or not all(_is_number(f, decimal) for f in rows[1]):
+        return False
+    if not _looks_like_labels(first, rows[1:], decimal):
+        return False
+    shown = ",".join(f.strip() for f in first)
+    shown = shown if len(shown) <= 40 else shown[:37] + "..."
+    raise InputError(
+        f"cannot tell whether the first line of {path} ({shown}) is a header or data: its "
+        "numbers look like column labels; give --header or --no-header"
+    )
+
+
+def _looks_like_labels(first: list[str], data: list[list[str]], decimal: str) -> bool:
+    """True when a first line of numbers reads like column labels over ``data``."""
+    texts = [f.strip() for f in first]
+    if len(texts) < 2 or not all(_INTEGER.fullmatch(t) for t in texts):
+        return False
+    values = [int(t) for t in texts]
+    if len(set(values)) != len(values):
+        return False
+    below = [_number(f, decimal) for row in data for f in row]
+    if any(v is not None and math.isfinite(v) and not v.is_integer() for v in below):
+        return True  # integers over non-integers
+    d = len(values)
+    if d < 3 or values not in (list(range(d)), list(range(1, d + 1))):
+        return False
+    continued = [float(values[0] + d + j) for j in range(d)]
+    return [_number(f, decimal) for f in data[0]] != continued
+
+
+def _number(field: str | None, decimal: str = ".") -> float | None:
+    """A CSV field as a float (NaN when empty: a missing value), or None when it is not a
+    number; with ``decimal=","`` a number uses a decimal comma and no point."""
+    if field is None:
+        return math.nan
     text = str(field).strip()
     if not text:
-        return True
+        return math.nan
+    if decimal == ",":
+        if "." in text:
+            return None
+        text = text.replace(",", ".", 1)
     try:
-        float(text)
+        return float(text)
     except ValueError:
-        return False
-    return True
+        return None
+
+
+def _is_number(field: str | None, decimal: str = ".") -> bool:
+    """True when a CSV field reads as a number; an empty field (a missing value) counts too."""
+    return _number(field, decimal) is not None
 
 
 def _load_npz(path: Path) -> Table:

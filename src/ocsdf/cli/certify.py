@@ -9,6 +9,7 @@ import numpy as np
 
 from .options import (
     add_device,
+    add_header,
     as_model_input,
     column_list,
     eps_list,
@@ -37,6 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--space", choices=("raw", "standardized"), default="raw",
                    help="units of eps: raw feature units or standardised units (raw)")
     p.add_argument("--columns", type=column_list, metavar="A,B,...", help="columns to use")
+    add_header(p)
     p.add_argument("--png", metavar="PNG", default=None,
                    help="also draw certified (and attacked) AUROC against eps into this PNG "
                    "(default: no plot)")
@@ -59,8 +61,10 @@ def cmd_certify(args: argparse.Namespace) -> int:
     from ..plot import robustness_plot
 
     model = OCSDF.load(args.model, device=args.device)
-    xn, ignored_n = read_for_model(model, args.normal, args.columns, args.model)
-    xa, ignored_a = read_for_model(model, args.anomalous, args.columns, args.model)
+    xn, ignored_n = read_for_model(model, args.normal, args.columns, args.model,
+                                   header=args.header)
+    xa, ignored_a = read_for_model(model, args.anomalous, args.columns, args.model,
+                                   header=args.header)
     eps = np.asarray(args.eps)
     units = "raw feature units" if args.space == "raw" else "standardised units"
     cert = model.certified_auroc(as_model_input(model, xn), as_model_input(model, xa), eps,

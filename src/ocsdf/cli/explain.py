@@ -13,6 +13,7 @@ import numpy as np
 
 from .options import (
     add_device,
+    add_header,
     as_model_input,
     column_list,
     note_ignored,
@@ -47,6 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--columns", type=column_list, metavar="A,B,...",
                    help="columns to use (default: the model's feature names when the file "
                    "has a header, else all columns)")
+    add_header(p)
     add_device(p)
     p.set_defaults(func=cmd_explain)
 
@@ -57,7 +59,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from ..explain import explain
 
     model = OCSDF.load(args.model, device=args.device)
-    X, ignored = read_for_model(model, args.data, args.columns, args.model, allow_empty=True)
+    X, ignored = read_for_model(model, args.data, args.columns, args.model,
+                               header=args.header, allow_empty=True)
     data = as_model_input(model, X)
     ex = explain(model, data, top=args.top, max_features=args.max_features,
                  max_steps=args.max_steps)

@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import InputError
 from .options import (
     add_device,
+    add_header,
     auto_or_float,
     check_finite,
     column_list,
@@ -35,6 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, metavar="DIR", help="model directory to write")
     p.add_argument("--columns", type=column_list, metavar="A,B,...",
                    help="columns to use: names or 0-based positions (default: all)")
+    add_header(p)
     p.add_argument("--steps", type=positive_int, default=1000, help="training steps (1000)")
     p.add_argument("--width", type=positive_int, default=128, help="hidden width, even (128)")
     p.add_argument("--depth", type=positive_int, default=3, help="hidden layers (3)")
@@ -70,7 +72,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from ..estimator import OCSDF
     from ..io import load_table, select_numeric
 
-    table = load_table(args.data)
+    table = load_table(args.data, header=args.header)
     X, names = select_numeric(table, args.columns)
     check_finite(X, names, table.path)
     labels_note = None

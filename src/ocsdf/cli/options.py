@@ -22,6 +22,7 @@ from ..errors import InputError
 
 __all__ = [
     "add_device",
+    "add_header",
     "as_model_input",
     "auto_or_float",
     "check_finite",
@@ -117,6 +118,18 @@ def add_device(p: argparse.ArgumentParser) -> None:
                    "models and exports are the same format either way")
 
 
+def add_header(p: argparse.ArgumentParser) -> None:
+    """``--header`` / ``--no-header`` (mutually exclusive; ``args.header`` True, False or None
+    to detect): whether the first line of a CSV data file holds column names."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--header", dest="header", action="store_const", const=True,
+                       default=None, help="the first line of a CSV file holds column names "
+                       "(default: detected; a first line of numbers that looks like column "
+                       "labels needs this or --no-header)")
+    group.add_argument("--no-header", dest="header", action="store_const", const=False,
+                       default=None, help="the first line of a CSV file is data")
+
+
 # ---------------------------------------------------------------------------- reading rows
 def read_for_model(
     model,
@@ -125,6 +138,8 @@ def read_for_model(
     model_dir: str,
     exclude: Sequence[str] = (),
     allow_empty: bool = False,
+    header: bool | None = None,
+    labels_option: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Rows of ``path`` as the (n, d) float64 array (raw units) that ``model`` expects, and the
     names of the file's columns left out because the model does not use them.
@@ -133,14 +148,16 @@ def read_for_model(
     model's columns by name (in the model's order); otherwise every column but ``exclude`` (a
     label column, say), by position. Raises :class:`InputError` (one line) for missing columns,
     a wrong width, NaN/inf or non-numeric columns. With ``allow_empty`` a file with a header and
-    no data rows gives shape (0, d) instead of an error.
+    no data rows gives shape (0, d) instead of an error. ``header`` is passed to
+    :func:`ocsdf.io.load_table` (None: detect); ``labels_option`` (``"--labels"``) is suggested
+    for a label column in the error about non-numeric columns.
     Rule for extra columns: the header's columns other than the model's and ``exclude`` are
     skipped and returned as the ignored names (the command prints them with
     :func:`note_ignored`); with explicit ``columns`` nothing is reported as ignored.
     """
     from ..io import load_table, select_numeric
 
-    table = load_table(path, allow_empty=allow_empty)
+    table = load_table(path, allow_empty=allow_empty, header=header)
     present = [str(c) for c in table.frame.columns]
     model_names = getattr(model, "feature_names_in_", None)
     ignored: list[str] = []
@@ -148,10 +165,10 @@ def read_for_model(
         wanted = [str(n) for n in model_names]
         missing = [n for n in wanted if n not in set(present)]
         if missing:
-            raise InputError(
+            raise InputError(table.misread() or (
                 f"{path} lacks columns the model was fitted on: {missing}; "
                 "choose columns with --columns"
-            )
+            ))
         columns = wanted
         ignored = [c for c in present if c not in set(wanted) and c not in set(exclude)]
     elif columns is None and exclude:
@@ -160,13 +177,13 @@ def read_for_model(
         clash = [c for c in columns if c in set(exclude)]
         if clash:
             raise InputError(f"column {clash[0]!r} is the label column and cannot be a feature")
-    X, names = select_numeric(table, columns)
+    X, names = select_numeric(table, columns, labels_option=labels_option)
     expected = int(model.n_features_in_)
     if X.shape[1] != expected:
-        raise InputError(
+        raise InputError(table.misread() or (
             f"{path} has {X.shape[1]} feature columns but the model in {model_dir} expects "
             f"{expected}; choose columns with --columns"
-        )
+        ))
     check_finite(X, names, table.path)
     return X, ignored
 

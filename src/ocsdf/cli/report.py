@@ -13,6 +13,7 @@ import numpy as np
 from ..errors import InputError
 from .options import (
     add_device,
+    add_header,
     as_model_input,
     column_list,
     note_ignored,
@@ -46,6 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--columns", type=column_list, metavar="A,B,...",
                    help="feature columns (default: the model's feature names when the file "
                    "has a header, else every column but the labels)")
+    add_header(p)
     p.add_argument("--title", help="page heading (default: OCSDF report: MODEL on DATA)")
     add_device(p)
     p.set_defaults(func=cmd_report)
@@ -59,9 +61,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     model = OCSDF.load(args.model, device=args.device)
     labels, exclude = None, ()
     if args.labels is not None:
-        labels, name = _read_labels(args.data, args.labels)
+        labels, name = _read_labels(args.data, args.labels, args.header)
         exclude = (name,)
-    X, ignored = read_for_model(model, args.data, args.columns, args.model, exclude=exclude)
+    X, ignored = read_for_model(model, args.data, args.columns, args.model, exclude=exclude,
+                                header=args.header,
+                                labels_option="--labels" if args.labels is None else None)
     title = args.title or f"OCSDF report: {Path(args.model).name} on {Path(args.data).name}"
     report = Report(model, as_model_input(model, X), labels=labels, top_rows=args.top_rows,
                     top_features=args.top_features, title=title, source=str(args.data))
@@ -75,12 +79,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_labels(path: str, column: str) -> tuple[np.ndarray, str]:
+def _read_labels(path: str, column: str, header: bool | None = None) -> tuple[np.ndarray, str]:
     """The label column of ``path`` (a name or a 0-based position) as floats, shape (n,)
     (values checked by :class:`Report`), and its name in the file."""
     from ..io import load_table, select_numeric
 
-    table = load_table(path)
+    table = load_table(path, header=header)
     if column not in [str(c) for c in table.frame.columns] and not column.isdigit():
         raise InputError(f"label column {column!r} not found in {path}")
     y, names = select_numeric(table, [column])

@@ -8,6 +8,7 @@ import numpy as np
 
 from .options import (
     add_device,
+    add_header,
     as_model_input,
     column_list,
     note_ignored,
@@ -31,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--columns", type=column_list, metavar="A,B,...",
                    help="columns to use (default: the model's feature names when the file "
                    "has a header, else all columns)")
+    add_header(p)
     add_device(p)
     p.set_defaults(func=cmd_score)
 
@@ -42,7 +44,8 @@ def cmd_score(args: argparse.Namespace) -> int:
     from ..estimator import OCSDF
 
     model = OCSDF.load(args.model, device=args.device)
-    X, ignored = read_for_model(model, args.data, args.columns, args.model)
+    X, ignored = read_for_model(model, args.data, args.columns, args.model,
+                               header=args.header)
     score = model.score_samples(as_model_input(model, X))
     decision = score - model.offset_
     label = np.where(decision >= 0, 1, -1)
