@@ -312,3 +312,18 @@ def test_summarise_averages_seeds_then_sets():
     assert per["seeds"] == 2 and per["n"] == 20
     text = bench.findings(out)
     assert "`shift-1`: ocsdf 0.50 / -" in text
+
+
+def test_explain_on_an_array_warns_about_feature_names_once():
+    """A model fitted on a DataFrame, explained on a NumPy array: scikit-learn's feature-name
+    warning appears once (it was repeated five times by internal re-validation)."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    model = OCSDF(n_steps=20, width=16, depth=1, random_state=0).fit(
+        pd.DataFrame(rng.normal(size=(100, 3)), columns=list("abc")))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.explain(np.full((4, 3), 4.0))
+    names = [w for w in caught if "feature names" in str(w.message)]
+    assert len(names) == 1, [str(w.message) for w in caught]

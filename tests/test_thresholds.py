@@ -381,3 +381,19 @@ def test_pyod_detector_threshold_by_fpr(name):
     np.testing.assert_array_equal(p, est.predict_pvalue(normal))
     assert stats.ks_2samp(est.calibration_scores_, est.score_samples(normal)).pvalue > 0.01
     assert np.median(det.predict_pvalue(anomalies)) < 0.05
+
+
+def test_default_threshold_runs_measure_what_predict_flags():
+    from ocsdf.bench.thresholds import default_threshold_runs, summarise_default_thresholds
+    from ocsdf.data import oc_split
+
+    r = default_threshold_runs("moons", seed=0, n_steps=60)
+    train, normal, anomalies = oc_split("moons", seed=0)
+    assert r["n_train"] == len(train) == 1000
+    for key in ("OCSDF fpr", "OCSDF recall", "OCSDF train flagged", "IForest fpr",
+                "IForest recall"):
+        assert 0.0 <= r[key] <= 1.0
+    assert r["OCSDF recall"] > r["OCSDF fpr"]  # the boundary separates something already
+    rows = summarise_default_thresholds([r, {**r, "seed": 1}])
+    assert rows[0]["OCSDF fpr %"] == pytest.approx(100 * r["OCSDF fpr"])
+    assert rows[-1]["dataset"] == "(all)"

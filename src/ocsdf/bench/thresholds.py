@@ -325,6 +325,17 @@ rows flagged; `conformal_99`: central 99 % interval of that share for one calibr
 """
 
 
+DEFAULT_NOTES = """\
+The default rule of each detector, with no threshold chosen by the user: OCSDF's
+`contamination="auto"` flags `f < 0` (outside the learned boundary); scikit-learn's
+`IsolationForest()` flags by its own `contamination="auto"` offset. Both are fitted on a random
+half of the normal rows (`ocsdf.data.oc_split`, the one-class protocol) and judged on the other
+half (**fpr**: share of held-out normal rows flagged) and on every anomaly (**recall**: share
+flagged). **OCSDF train flagged**: share of its own training rows OCSDF flags. Percent, mean
+over seeds; the "(all)" row averages the data sets. For a stated rate use `fpr=` (conformal,
+`thresholds.md`).
+"""
+
 NOTES = """\
 **Protocol.** One-class split per seed: a random half of the normal rows to train on, the other
 half of the normal rows and all anomalies to test. OCSDF is fitted with `fpr=t`, which trains on
@@ -408,6 +419,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="folder holding adbench/ (default: found)")
     p.add_argument("--out-dir", default="docs/results", help="output folder (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+    p.add_argument("--default-threshold", action="store_true",
+                   help="measure the default rules instead (OCSDF f < 0, IsolationForest's "
+                   "auto offset): false-positive rate and recall, thresholds_default.md")
     p.add_argument("--calibration-sizes", type=_rates, default=None, metavar="S1,S2,...",
                    help="instead: the calibration-size study (e.g. 0.1,0.2,0.3,0.5), written "
                    "to thresholds_calibration.{md,csv,json}")
@@ -424,7 +438,24 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
         steps = args.steps if args.steps is not None else OCSDF().n_steps
         device_text = run_.device_note(", trained and scored")
-        if getattr(args, "calibration_sizes", None):
+        if getattr(args, "default_threshold", False):
+            runs = []
+            for dataset in args.datasets:
+                for seed in range(args.seeds):
+                    runs.append(default_threshold_runs(dataset, seed, args.data_dir,
+                                                       args.steps, run_.device))
+                    if not args.quiet:
+                        r = runs[-1]
+                        print(f"{dataset} seed {seed}: OCSDF fpr {r['OCSDF fpr']:.3f}, "
+                              f"IForest fpr {r['IForest fpr']:.3f} ({run_.wall_s:.0f} s)",
+                              flush=True)
+            rows = summarise_default_thresholds(runs)
+            name, title = ("thresholds_default",
+                           "Thresholds: what the default rule flags among new normal rows")
+            notes = (DEFAULT_NOTES + f"\nOCSDF: default hyper-parameters, n_steps={steps}"
+                     f"{device_text}; {args.seeds} seed(s); wall time "
+                     f"{run_.wall_s / 60:.1f} min.\n")
+        elif getattr(args, "calibration_sizes", None):
             rows = _calibration_sizes(args, run_)
             name, title = ("thresholds_calibration",
                            "Thresholds: how much data to hold out for calibration")
@@ -444,6 +475,39 @@ def run(args: argparse.Namespace) -> int:
                            command=command_text(args))
     print(f"wrote {path} ({run_.wall_s / 60:.1f} min)")
     return 0
+
+
+def default_threshold_runs(dataset: str, seed: int, data_dir=None, n_steps: int | None = None,
+                           device: str = "cpu") -> dict:
+    """What a user gets without choosing a threshold: OCSDF's default ``contamination="auto"``
+    (flag ``f < 0``, the learned boundary) and scikit-learn's ``IsolationForest()`` default
+    (``contamination="auto"``), both fitted on the one-class training half of ``dataset``
+    (:func:`ocsdf.data.oc_split`); the false-positive rate on the held-out normal rows and the
+    recall on the anomalies."""
+    train, test_normal, anomalies = oc_split(dataset, seed=seed, data_dir=data_dir)
+    model = OCSDF(random_state=seed, device=device, **_ocsdf_params(n_steps)).fit(train)
+    forest = IsolationForest(random_state=seed).fit(train)
+    return {
+        "dataset": dataset, "seed": seed, "n_train": len(train),
+        "OCSDF fpr": float(np.mean(model.predict(test_normal) == -1)),
+        "OCSDF recall": float(np.mean(model.predict(anomalies) == -1)),
+        "OCSDF train flagged": float(np.mean(model.predict(train) == -1)),
+        "IForest fpr": float(np.mean(forest.predict(test_normal) == -1)),
+        "IForest recall": float(np.mean(forest.predict(anomalies) == -1)),
+    }
+
+
+def summarise_default_thresholds(runs: Sequence[dict]) -> list[dict]:
+    """Mean over seeds per data set, then a row of means over data sets (percent)."""
+    keys = ["OCSDF fpr", "OCSDF recall", "OCSDF train flagged", "IForest fpr", "IForest recall"]
+    rows = []
+    for dataset in dict.fromkeys(r["dataset"] for r in runs):
+        rs = [r for r in runs if r["dataset"] == dataset]
+        rows.append({"dataset": dataset, "n_train": rs[0]["n_train"], "seeds": len(rs),
+                     **{f"{k} %": 100 * float(np.mean([r[k] for r in rs])) for k in keys}})
+    rows.append({"dataset": ALL, "n_train": None, "seeds": None,
+                 **{f"{k} %": float(np.mean([r[f"{k} %"] for r in rows])) for k in keys}})
+    return rows
 
 
 def _calibration_sizes(args: argparse.Namespace, run_: Study) -> list[dict]:
