@@ -117,3 +117,13 @@ def test_gpu_rows_say_plainly_when_there_is_no_gpu(rows):
     else:
         assert len(gpu) == 1 and gpu[0]["value"] is None
         assert "torch.cuda.is_available() is False" in gpu[0]["note"]
+
+
+def test_groupsort_rows_compare_the_same_function(rows):
+    """Both GroupSort2 implementations give the same output (checked in the note) and the
+    reference (max/min, what the network uses) has ratio 1."""
+    gs = [r for r in rows if r["measurement"].startswith("GroupSort2 forward + backward")]
+    assert len(gs) == 4
+    for r in gs:
+        assert r["note"].endswith("same output: True") and r["value"] > 0
+    assert [r["ratio_vs_reference"] for r in gs[::2]] == [1.0, 1.0]

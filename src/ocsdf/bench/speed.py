@@ -33,7 +33,14 @@ from torch import nn
 
 from ..core.domain import Ball, Box
 from ..core.loss import hkr_loss
-from ..core.nn import LipschitzMLP, cayley_orthogonal, export, lipschitz_bound, make_mlp
+from ..core.nn import (
+    LipschitzMLP,
+    cayley_orthogonal,
+    export,
+    group_sort2,
+    lipschitz_bound,
+    make_mlp,
+)
 from ..core.runtime import torch_threads
 from ..core.sampling import newton_raphson_negatives
 from ..core.training import TrainConfig, train
@@ -201,8 +208,8 @@ def _training_rows(n_steps: int, width: int, depth: int, batch_size: int, n_newt
               f"{_WARMUP_STEPS}, "
               f"in {n_rounds} rounds alternating with the baseline")
     ours_w = ours.weights()
-    rows = [_row("training step", "ours (ocsdf.training.train)", 1e3 * sec_ours, "ms/step", 1.0,
-                 f"{config}; weights orthogonalised once per step")]
+    rows = [_row("training step", "ours (ocsdf.core.training.train)", 1e3 * sec_ours,
+                 "ms/step", 1.0, f"{config}; weights orthogonalised once per step")]
     bound = lipschitz_bound(ours)
     smallest = min(float(_singular_values(w).min()) for w in ours_w[:-1])
     lip_rows = [_row("Lipschitz bound after training", "ours (Cayley)", bound, "", None,
@@ -346,6 +353,45 @@ def _orthogonalisation_rows(size: int, repeats: int, seed: int) -> list[dict]:
                   _near_one(sv[name][0])) for name, _, _ in methods]
     rows += [_row(f"smallest singular value ({size}x{size})", name, sv[name][1], "", None,
                   _near_one(sv[name][1])) for name, _, _ in methods]
+    return rows
+
+
+def _sort_pairs(x: torch.Tensor) -> torch.Tensor:
+    """GroupSort2 on the same pairs ``(k, k + w/2)`` by ``torch.sort`` (the reference)."""
+    k = x.shape[-1] // 2
+    pairs = torch.sort(torch.stack((x[..., :k], x[..., k:]), dim=-1), dim=-1,
+                       descending=True).values
+    return torch.cat((pairs[..., 0], pairs[..., 1]), dim=-1)
+
+
+def _groupsort_rows(repeats: int, seed: int, shapes=((1, 256, 128), (8, 256, 128))
+                    ) -> list[dict]:
+    """Forward + backward of GroupSort2 as the network computes it (max/min of halves,
+    :func:`ocsdf.core.nn.group_sort2`) against ``torch.sort`` on the same pairs, on the
+    activations of one training batch (``M`` models x 256 rows x 128 units); round robin, the
+    first round a warm-up, median of ``repeats`` rounds of 50 calls."""
+    gen = torch.Generator().manual_seed(seed + 3)
+    rows: list[dict] = []
+    for shape in shapes:
+        x = torch.randn(*shape, generator=gen).requires_grad_(True)
+        probe = torch.randn(*shape, generator=gen)
+        methods = [("max/min of halves (group_sort2)", group_sort2), ("torch.sort of the pairs",
+                                                                     _sort_pairs)]
+        samples: dict[str, list[float]] = {name: [] for name, _ in methods}
+        for i in range(repeats + 1):
+            for name, fn in methods:
+                t0 = time.perf_counter()
+                for _ in range(50):
+                    (g,) = torch.autograd.grad((fn(x) * probe).sum(), x)
+                if i:
+                    samples[name].append((time.perf_counter() - t0) / 50)
+        same = torch.equal(group_sort2(x.detach()), _sort_pairs(x.detach()))
+        times = {name: statistics.median(v) for name, v in samples.items()}
+        ref = methods[0][0]
+        label = f"GroupSort2 forward + backward, {shape[0]} x {shape[1]} x {shape[2]}"
+        rows += [_row(label, name, 1e6 * times[name], "us", times[name] / times[ref],
+                      f"median of {repeats} x 50 calls; same output: {same}")
+                 for name, _ in methods]
     return rows
 
 
@@ -541,6 +587,7 @@ def speed_benchmark(
                                            seed, include_torchlip)
         rows += train_rows
         rows += _orthogonalisation_rows(ortho_size, ortho_repeats, seed)
+        rows += _groupsort_rows(ortho_repeats, seed)
         rows += _scoring_rows(model, n_rows, seed)
         rows += _deployed_rows(n_rows, tuple(deploy_dims), seed)
         if gpu:
@@ -559,7 +606,7 @@ using them during the run, so absolute times are noisy; the ratios are the resul
 - **training step**: milliseconds per training iteration on the paper's toy configuration
   (two moons, 2 -> 512 x 4 -> 1, GroupSort2, batch 256, T = 4 Newton–Raphson steps of
   Algorithm 1, HKR loss with lambda = 100 and m = 0.05, RMSprop, ball of radius 5), after 2
-  warm-up steps. *Ours* is `ocsdf.training.train` (warm-up disabled so every step does T = 4):
+  warm-up steps. *Ours* is `ocsdf.core.training.train` (warm-up disabled so every step does T = 4):
   the Cayley weights are computed once per step and shared by the 4 sampling passes and the
   loss. *deel-torchlip* is the straightforward loop with its `SpectralLinear` (power iteration +
   Björck), `GroupSort2` and `FrobeniusLinear` (unit-norm head) layers, the same sampler
@@ -584,6 +631,10 @@ using them during the run, so absolute times are noisy; the ratios are the resul
   Björck iterations after Frobenius normalisation, and `torch.matrix_exp` of a skew matrix. The
   singular-value rows give the largest and smallest singular value each produces from the same
   random start (Björck needs a good start, which is why torchlip runs power iteration first).
+- **GroupSort2 forward + backward**: microseconds per call of the activation on one training
+  batch's hidden units (M models x 256 rows x 128 units), as the network computes it (max/min
+  of the halves, a custom autograd function with a saved mask) against `torch.sort` on the same
+  pairs; the outputs are checked equal. Ratio = time / max-min time.
 - **scoring throughput**: rows per second scored (uniform in the ball, batches of 65,536,
   `torch.no_grad`) by the parametrised network, which re-solves the Cayley systems on each
   batch, and by `export(model)` (plain float32 `nn.Linear` layers); the last row is the largest
@@ -595,7 +646,7 @@ using them during the run, so absolute times are noisy; the ratios are the resul
   standardised rows (the parametrised `LipschitzMLP`, which redoes its Cayley solves for every
   batch, and the exported plain `nn.Linear` + GroupSort network; no domain clipping) and its
   ONNX graph in onnxruntime (float32).
-- **training step on GPU vs CPU**: milliseconds per step of `ocsdf.training.train` on the toy
+- **training step on GPU vs CPU**: milliseconds per step of `ocsdf.core.training.train` on the toy
   configuration and the dense MNIST one (784 -> 512 -> 512 -> 256 -> 1, batch 128, T = 16,
   box [0, 1]^784), CPU first (ratio 1) then the GPU named in the row; one row saying "no GPU"
   when torch sees none.

@@ -21,7 +21,8 @@ so 1-Lipschitz and gradient-norm preserving. It is the same function class as pa
 neighbours ``(2k, 2k+1)`` (a fixed permutation of hidden units, absorbed by the orthogonal
 weights) and needs no ``torch.sort``: measured on one CPU thread (d = 21, 128 x 3, batch 128,
 T = 4, best of 3 x 60 steps, 2026-11-30), a training step took 5.1 ms with max/min against 7.2 ms
-with ``torch.sort`` on the pairs (1.41x), and 30.7 against 46.7 ms for M = 8 models (1.52x).
+with ``torch.sort`` on the pairs (1.41x), and 30.7 against 46.7 ms for M = 8 models (1.52x);
+the activation alone is timed by ``ocsdf bench speed`` (rows "GroupSort2 forward + backward").
 """
 
 from __future__ import annotations
