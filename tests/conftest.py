@@ -10,6 +10,16 @@ from ocsdf import OCSDF
 from ocsdf.data import make_toy
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Every test module runs with one torch thread, restored afterwards: the networks are
+    small, one thread is as fast, and it does not fight other jobs for the machine's cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def moons() -> tuple[np.ndarray, np.ndarray]:
     """Standardised two moons: 1000 training rows and 1000 held-out normal rows."""
@@ -22,6 +32,5 @@ def moons() -> tuple[np.ndarray, np.ndarray]:
 @pytest.fixture(scope="session")
 def moons_model(moons) -> OCSDF:
     """The demo configuration (ball domain of radius 5), trained once for the session."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     train, _ = moons
     return OCSDF(domain="ball", margin=0.05, n_steps=2000, random_state=0).fit(train)

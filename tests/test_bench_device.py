@@ -34,14 +34,6 @@ STUDIES = {
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
 
 
-@pytest.fixture()
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ----------------------------------------------------------------------------- parsing
 @pytest.mark.parametrize("name", sorted(STUDIES))
 def test_device_option_parses(name):

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from ocsdf import OCSDF
 from ocsdf.bench import explain as bench
@@ -24,14 +23,6 @@ SMALL = {"width": 32, "depth": 2, "n_steps": 300, "random_state": 0}
 MEAN = np.array([10.0, -3.0, 100.0, 0.0, 5.0])
 SCALE = np.array([1.0, 10.0, 0.5, 3.0, 100.0])
 SHIFTED = 2  # the feature the hand-made anomalies are pushed along
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,6 @@ from ocsdf.core.training import TrainConfig, train
 SMALL = dict(width=32, depth=2, n_steps=300, warmup_steps=30)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _gaussian_vs_uniform(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """5-D standard Gaussian rows (train, held-out normal) and uniform rows in [-4, 4]^5."""
     rng = np.random.default_rng(seed)

@@ -22,17 +22,6 @@ ROC_FLOOR = 0.85
 SMALL = dict(n_steps=300, warmup_steps=30, width=32, depth=3)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small networks train faster on one thread, and the test machine may be shared."""
-    import torch
-
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def data():
     X_train, X_test, y_train, y_test = generate_data(

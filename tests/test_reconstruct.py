@@ -15,14 +15,6 @@ from ocsdf.data import find_data_dir
 from ocsdf.errors import InputError
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def sphere() -> trimesh.Trimesh:
     """A unit sphere (radius 1, centred at (1, 2, 3) so the frame's centring matters)."""

@@ -43,15 +43,6 @@ REAL = {"width": 64, "depth": 2, "n_steps": 600, "warmup_steps": 60}
 FPRS = (0.01, 0.05, 0.1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Small networks: one torch thread is as fast and does not fight other jobs for cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # ----------------------------------------------------------------------------- pure functions
 def test_conformal_pvalues_exact_values():
     cal = np.array([1.0, 2.0, 3.0, 4.0])  # n = 4: p = (1 + #{c <= s}) / 5

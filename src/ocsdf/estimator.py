@@ -207,7 +207,7 @@ class OCSDF(OutlierMixin, BaseEstimator):
     fit_time_ : float
         Wall-clock seconds ``fit`` took (training, calibration and threshold).
     n_trimmed_ : int
-        Training rows the second fit left out (only with ``trim > 0``).
+        Training rows the second fit left out (0 without ``trim``).
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when fitted on a DataFrame with string column names.
@@ -438,12 +438,20 @@ class OCSDF(OutlierMixin, BaseEstimator):
                       clip_to_domain=self.domain != "unit")
 
     def _set_scorer(self, scorer: Scorer) -> None:
-        """Make ``scorer`` the fitted model; ``net_``, ``lipschitz_``, ``mean_`` and ``scale_``
-        are its parts."""
+        """Make ``scorer`` the fitted model (``mean_`` and ``scale_`` are its standardisation;
+        ``net_`` and ``lipschitz_`` read it)."""
         self.scorer_ = scorer
-        self.net_ = scorer.net
         self.mean_, self.scale_ = scorer.mean, scorer.scale
-        self.lipschitz_ = scorer.lipschitz
+
+    @property
+    def net_(self) -> torch.nn.Sequential:
+        """The exported network ``scorer_.net`` (AttributeError before fitting)."""
+        return self.scorer_.net
+
+    @property
+    def lipschitz_(self) -> float:
+        """``scorer_.lipschitz`` (AttributeError before fitting)."""
+        return self.scorer_.lipschitz
 
     # ------------------------------------------------------------------ scoring
     def score_samples(self, X) -> np.ndarray:
@@ -706,7 +714,7 @@ def _fit_estimators(ests: Sequence[OCSDF], X_list: Sequence, progress: bool, des
         prepared.append((seed, X_tr, X_cal))
     seeds = [p[0] for p in prepared]
     for est in ests:
-        est.__dict__.pop("n_trimmed_", None)  # from an earlier fit with trim
+        est.n_trimmed_ = 0
     config = first._train_config(seeds[0])  # margin and seed are per model below
     domain = first._domain()
 

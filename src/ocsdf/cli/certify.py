@@ -8,10 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from .options import (
-    add_device,
-    add_header,
+    add_model_rows,
     as_model_input,
-    column_list,
     eps_list,
     note_ignored,
     positive_int,
@@ -30,15 +28,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "AUROC under an l2 PGD attack, normal rows against anomalous rows. Budgets are l2 norms "
         "in raw feature units (--space raw, default) or standardised units.",
     )
-    p.add_argument("model", metavar="DIR", help="model directory written by 'ocsdf fit'")
-    p.add_argument("normal", help="normal rows (.csv, .npz, .parquet)")
-    p.add_argument("anomalous", help="anomalous rows")
+    add_model_rows(p, {"normal": "normal rows (.csv, .npz, .parquet)",
+                       "anomalous": "anomalous rows"})
     p.add_argument("--eps", type=eps_list, default=[0.0, 0.05, 0.1, 0.2, 0.5],
                    help="l2 budgets (0,0.05,0.1,0.2,0.5)")
     p.add_argument("--space", choices=("raw", "standardized"), default="raw",
                    help="units of eps: raw feature units or standardised units (raw)")
-    p.add_argument("--columns", type=column_list, metavar="A,B,...", help="columns to use")
-    add_header(p)
     p.add_argument("--png", metavar="PNG", default=None,
                    help="also draw certified (and attacked) AUROC against eps into this PNG "
                    "(default: no plot)")
@@ -47,7 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="PGD iterations per restart (50; step 0.025 eps)")
     p.add_argument("--restarts", type=positive_int, default=3, help="PGD restarts (3)")
     p.add_argument("-o", "--output", metavar="CSV", help="also write the table as CSV")
-    add_device(p)
     p.set_defaults(func=cmd_certify)
 
 

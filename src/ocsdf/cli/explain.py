@@ -12,10 +12,8 @@ import argparse
 import numpy as np
 
 from .options import (
-    add_device,
-    add_header,
+    add_model_rows,
     as_model_input,
-    column_list,
     note_ignored,
     positive_int,
     read_for_model,
@@ -36,8 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "distance, gap, reached, then feature_j, value_j, normal_value_j and change_j "
         "(raw units) for the top features j = 1..TOP.",
     )
-    p.add_argument("model", metavar="DIR", help="model directory written by 'ocsdf fit'")
-    p.add_argument("data", help="rows to explain (.csv, .npz, .parquet)")
+    add_model_rows(p, {"data": "rows to explain (.csv, .npz, .parquet)"})
     p.add_argument("-o", "--output", metavar="CSV", help="output CSV (default: stdout)")
     p.add_argument("--top", type=positive_int, default=5,
                    help="features listed per row (5)")
@@ -45,11 +42,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="change at most K features per row (default: any)")
     p.add_argument("--max-steps", type=positive_int, default=50,
                    help="search steps per row (50)")
-    p.add_argument("--columns", type=column_list, metavar="A,B,...",
-                   help="columns to use (default: the model's feature names when the file "
-                   "has a header, else all columns)")
-    add_header(p)
-    add_device(p)
     p.set_defaults(func=cmd_explain)
 
 

@@ -22,6 +22,7 @@ from ..errors import InputError
 
 __all__ = [
     "add_device",
+    "add_model_rows",
     "add_header",
     "as_model_input",
     "auto_or_float",
@@ -128,6 +129,23 @@ def add_header(p: argparse.ArgumentParser) -> None:
                        "labels needs this or --no-header)")
     group.add_argument("--no-header", dest="header", action="store_const", const=False,
                        default=None, help="the first line of a CSV file is data")
+
+
+_COLUMNS_HELP = ("columns to use (default: the model's feature names when the file has a "
+                 "header, else all columns)")
+
+
+def add_model_rows(p: argparse.ArgumentParser, files: dict[str, str],
+                   columns_help: str = _COLUMNS_HELP) -> None:
+    """The inputs of a command that reads rows for a saved model: the ``model`` directory, the
+    data files ``files`` (positional name -> help), ``--columns``, ``--header``/``--no-header``
+    and ``--device``."""
+    p.add_argument("model", metavar="DIR", help="model directory written by 'ocsdf fit'")
+    for name, text in files.items():
+        p.add_argument(name, help=text)
+    p.add_argument("--columns", type=column_list, metavar="A,B,...", help=columns_help)
+    add_header(p)
+    add_device(p)
 
 
 # ---------------------------------------------------------------------------- reading rows

@@ -12,10 +12,8 @@ import numpy as np
 
 from ..errors import InputError
 from .options import (
-    add_device,
-    add_header,
+    add_model_rows,
     as_model_input,
-    column_list,
     note_ignored,
     positive_int,
     read_for_model,
@@ -35,8 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "the l2 attack budget (raw feature units) when labels are given, and the most "
         "anomalous rows with their certified radius and explanation.",
     )
-    p.add_argument("model", metavar="DIR", help="model directory written by 'ocsdf fit'")
-    p.add_argument("data", help="rows to report on (.csv, .npz, .parquet)")
+    add_model_rows(p, {"data": "rows to report on (.csv, .npz, .parquet)"},
+                   columns_help="feature columns (default: the model's feature names when the "
+                   "file has a header, else every column but the labels)")
     p.add_argument("-o", "--output", required=True, metavar="HTML", help="HTML file to write")
     p.add_argument("--labels", metavar="COLUMN",
                    help="column of ground-truth labels, 1 = anomaly, 0 = normal (not a feature)")
@@ -44,12 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="most anomalous rows listed (20)")
     p.add_argument("--top-features", type=positive_int, default=3,
                    help="features per row in the explanation (3)")
-    p.add_argument("--columns", type=column_list, metavar="A,B,...",
-                   help="feature columns (default: the model's feature names when the file "
-                   "has a header, else every column but the labels)")
-    add_header(p)
     p.add_argument("--title", help="page heading (default: OCSDF report: MODEL on DATA)")
-    add_device(p)
     p.set_defaults(func=cmd_report)
 
 

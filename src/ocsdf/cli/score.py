@@ -7,10 +7,8 @@ import argparse
 import numpy as np
 
 from .options import (
-    add_device,
-    add_header,
+    add_model_rows,
     as_model_input,
-    column_list,
     note_ignored,
     read_for_model,
     write_rows,
@@ -26,14 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Score rows with a saved model. Writes CSV columns score (f, higher = more "
         "normal), decision (score - offset) and label (+1 inlier, -1 outlier).",
     )
-    p.add_argument("model", metavar="DIR", help="model directory written by 'ocsdf fit'")
-    p.add_argument("data", help="rows to score (.csv, .npz, .parquet)")
+    add_model_rows(p, {"data": "rows to score (.csv, .npz, .parquet)"})
     p.add_argument("-o", "--output", metavar="CSV", help="output CSV (default: stdout)")
-    p.add_argument("--columns", type=column_list, metavar="A,B,...",
-                   help="columns to use (default: the model's feature names when the file "
-                   "has a header, else all columns)")
-    add_header(p)
-    add_device(p)
     p.set_defaults(func=cmd_score)
 
 

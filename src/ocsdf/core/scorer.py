@@ -26,6 +26,8 @@ from .nn import FullSort, GroupSort2, lipschitz_bound, plain_network
 
 __all__ = ["Scorer", "Z_MAX"]
 
+_ACTIVATION_NAMES = {GroupSort2: "groupsort2", FullSort: "fullsort"}
+
 #: Rows scored per batch (memory: a few ``(batch, width)`` float64 arrays).
 SCORE_BATCH = 65536
 
@@ -147,17 +149,14 @@ class Scorer:
             if isinstance(layer, nn.Linear):
                 out.append(("linear", (layer.weight.detach().cpu().double().numpy(),
                                        layer.bias.detach().cpu().double().numpy())))
-            elif isinstance(layer, GroupSort2):
-                out.append(("groupsort2", None))
-            elif isinstance(layer, FullSort):
-                out.append(("fullsort", None))
+            elif type(layer) in _ACTIVATION_NAMES:
+                out.append((_ACTIVATION_NAMES[type(layer)], None))
         return out
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """``(tensors, meta)``: every number scoring uses (CPU tensors, their own dtype) and a
         JSON-able description; :meth:`from_state` rebuilds the identical scorer."""
-        layers = self.layers()
-        acts = {kind for kind, _ in layers if kind != "linear"}
+        acts = {_ACTIVATION_NAMES[type(m)] for m in self.net if type(m) in _ACTIVATION_NAMES}
         tensors = {"mean": torch.from_numpy(self.mean.copy()),
                    "scale": torch.from_numpy(self.scale.copy())}
         linear = [m for m in self.net if isinstance(m, nn.Linear)]
