@@ -724,7 +724,7 @@ def _fit_estimators(ests: Sequence[OCSDF], X_list: Sequence, progress: bool, des
         with torch_threads(first.n_threads):
             histories = train(net, data, domain, config, margins=[e.margin_ for e in ests],
                               seeds=seeds, progress=progress, desc=desc + what)
-        scorers = [est._scorer(net.export(i, torch.float64)) for i, est in enumerate(ests)]
+        scorers = [est._scorer(plain) for est, plain in zip(ests, net.export_all(torch.float64))]
         return scorers, histories
 
     scorers, histories = train_all(data, "")

@@ -73,22 +73,15 @@ def open_fraction(text: str) -> float:
     return _number_in(text, lambda v: 0 < v < 1, "a number between 0 and 1")
 
 
-def auto_or_float(low: float, high: float, low_open: bool = True):
+def auto_or_float(low: float, high: float):
     """argparse type: ``"auto"`` or a finite float in ``(low, high]``."""
+    bound = "" if math.isinf(high) else f" and at most {high:g}"
+    expected = f"'auto' or a number greater than {low:g}{bound}"
 
     def parse(text: str) -> float | str:
         if text.strip().lower() == "auto":
             return "auto"
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        if not (math.isfinite(value) and value > low and value <= high):
-            bound = "" if math.isinf(high) else f" and at most {high:g}"
-            raise argparse.ArgumentTypeError(
-                f"expected 'auto' or a number greater than {low:g}{bound}, got {text!r}"
-            )
-        return value
+        return _number_in(text, lambda v: low < v <= high, expected)
 
     return parse
 

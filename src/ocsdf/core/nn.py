@@ -252,10 +252,16 @@ class LipschitzMLP(nn.Module):
         """
         if not 0 <= index < self.n_models:
             raise IndexError(f"model index {index} out of range for {self.n_models} models")
+        return self.export_all(dtype, [index])[0]
+
+    def export_all(self, dtype: torch.dtype = torch.float32,
+                   indices: Sequence[int] | None = None) -> list[nn.Sequential]:
+        """:meth:`export` of every model (or of ``indices``), from one computation of the
+        weights of all ``M`` models."""
         with torch.no_grad():
-            ws = [w[index] for w in self.weights()]
-            bs = [b[index] for b in self.biases()]
-        return plain_network(ws, bs, self.activation, dtype)
+            ws, bs = self.weights(), self.biases()
+        return [plain_network([w[i] for w in ws], [b[i] for b in bs], self.activation, dtype)
+                for i in (range(self.n_models) if indices is None else indices)]
 
     def extra_repr(self) -> str:
         return (f"n_models={self.n_models}, in_features={self.in_features}, "
