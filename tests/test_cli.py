@@ -490,3 +490,20 @@ def test_data_commands_take_header_options(command, capsys):
     assert main([command, "--help"]) == 0
     text = capsys.readouterr().out
     assert "--header" in text and "--no-header" in text
+
+
+def test_fit_notes_rows_outside_the_domain_and_cover_removes_them(tmp_path, capsys):
+    X = np.random.default_rng(0).normal(size=(200, 3))
+    X[:2, 1] = 40.0
+    path = tmp_path / "tails.csv"
+    pd.DataFrame(X, columns=["a", "b", "c"]).to_csv(path, index=False)
+    assert main(["fit", str(path), "--model", str(tmp_path / "m1"), *TINY]) == 0
+    err = capsys.readouterr().err
+    assert ("ocsdf: note: 2 of 200 training rows (1.0 %) lie outside the domain B (beyond 5 "
+            "standard deviations from the mean in b)") in err
+    assert "Warning" not in err and "--cover" in err
+    assert main(["fit", str(path), "--model", str(tmp_path / "m2"), "--cover", *TINY]) == 0
+    assert "outside the domain" not in capsys.readouterr().err
+    model = OCSDF.load(tmp_path / "m2")
+    assert model.standardize == "cover"
+    assert np.abs(model.scorer_.standardize(X)).max() <= 4.0 + 1e-9

@@ -237,3 +237,55 @@ def test_fit_refuses_features_whose_statistics_overflow():
     with pytest.raises(InputError, match=r"feature\(s\) \['x2'\] hold values too large for "
                                          r"float64 statistics .* largest \|value\| 1e\+300"):
         OCSDF(**TINY).fit(X)
+
+
+def _heavy_tailed(seed: int = 0) -> np.ndarray:
+    """300 Gaussian rows, 4 of them far out in features 1 and 2 (beyond 5 std)."""
+    X = np.random.default_rng(seed).normal(size=(300, 4))
+    X[:3, 1] = 30.0
+    X[5, 2] = -12.0
+    return X
+
+
+def test_training_rows_outside_the_domain_are_counted_and_named():
+    from ocsdf.errors import DomainWarning
+
+    X = _heavy_tailed()
+    with pytest.warns(DomainWarning, match=r"4 of 300 training rows \(1.3 %\) lie outside the "
+                      r"domain B \(beyond 5 standard deviations from the mean in feature 1, "
+                      r"feature 2\).*standardize='cover'"):
+        model = OCSDF(**TINY, random_state=0).fit(X)
+    assert model.n_outside_domain_ == 4
+    z = model.scorer_.standardize(X)
+    assert int((np.abs(z) > 5).any(axis=1).sum()) == 4
+    # those rows score at most -(distance to B): anomalous whatever the network says
+    assert (model.score_samples(X[[0, 1, 2, 5]]) < 0).all()
+    df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    with pytest.warns(DomainWarning, match="in b, c"):
+        OCSDF(**TINY, random_state=0).fit(df)
+
+
+@pytest.mark.parametrize("domain", ["box", "ball"])
+def test_cover_puts_every_training_row_inside_the_domain(domain, recwarn):
+    X = _heavy_tailed()
+    model = OCSDF(**TINY, random_state=0, standardize="cover", domain=domain).fit(X)
+    assert not [w for w in recwarn if "outside the domain" in str(w.message)]
+    assert model.n_outside_domain_ == 0
+    z = model.scorer_.standardize(X)
+    plain = OCSDF(**TINY, random_state=0, domain=domain).fit(X)
+    assert (model.scale_ >= plain.scale_ - 1e-12).all()  # scales only grow
+    if domain == "box":
+        np.testing.assert_allclose(np.abs(z).max(axis=0)[[1, 2]], 4.0)  # 80 % of s = 5
+        assert np.abs(z).max() <= 4.0 + 1e-12
+        np.testing.assert_array_equal(model.scale_[[0, 3]], plain.scale_[[0, 3]])
+    else:
+        assert np.linalg.norm(z, axis=1).max() == pytest.approx(4.0)
+        ratio = model.scale_ / plain.scale_
+        np.testing.assert_allclose(ratio, ratio[0])  # one common factor keeps the geometry
+
+
+def test_cover_needs_a_centred_domain():
+    with pytest.raises(ValueError, match="standardize='cover' needs domain"):
+        OCSDF(**TINY, standardize="cover", domain="unit").fit(np.random.rand(20, 2))
+    with pytest.raises(ValueError, match="standardize"):
+        OCSDF(**TINY, standardize="yes").fit(np.random.rand(20, 2))

@@ -79,3 +79,20 @@ def test_domain_distance_outside():
     z = torch.tensor([[0.0, 0.0], [3.0, 0.0], [2.0, 2.0]])
     assert torch.allclose(box.distance_outside(z), torch.tensor([0.0, 2.0, 2 ** 0.5]))
     assert torch.allclose(ball.distance_outside(z), torch.tensor([0.0, 1.0, 8 ** 0.5 - 2]))
+
+
+def test_value_and_grad_gives_the_same_negatives_as_autograd():
+    """Passing ``f`` and its gradient in one callable changes nothing but the cost."""
+    f = lambda z: 1.0 - z.norm(dim=-1)  # noqa: E731
+
+    def vg(z):
+        return f(z), -z / z.norm(dim=-1, keepdim=True)
+
+    for gens in (torch.Generator().manual_seed(5), [torch.Generator().manual_seed(s)
+                                                     for s in (5, 6)]):
+        fm = f if isinstance(gens, torch.Generator) else (lambda z: f(z))
+        a = newton_raphson_negatives(fm, Box(-5, 5), 200, 3, 4, 0.1, gens)
+        gens2 = (torch.Generator().manual_seed(5) if isinstance(gens, torch.Generator)
+                 else [torch.Generator().manual_seed(s) for s in (5, 6)])
+        b = newton_raphson_negatives(fm, Box(-5, 5), 200, 3, 4, 0.1, gens2, value_and_grad=vg)
+        torch.testing.assert_close(a, b)

@@ -135,3 +135,25 @@ def test_mlp_rejects_bad_arguments():
         LipschitzMLP(2, [8], n_models=0)
     with pytest.raises(ValueError, match="seeds needs 2"):
         LipschitzMLP(2, [8], n_models=2, seeds=[0])
+
+
+def test_value_and_grad_by_hand_matches_autograd():
+    """The Newton passes' gradient without autograd equals autograd's, for M models and for a
+    batch shared by all of them; ``fullsort`` networks are refused (they use autograd)."""
+    net = LipschitzMLP(5, [16, 16, 8], n_models=3, seeds=[0, 1, 2])
+    w = [t.detach() for t in net.weights()]
+    for x in (torch.randn(3, 40, 5), torch.randn(40, 5)):
+        x = x.requires_grad_(True)
+        y = net.forward_with(w, x)
+        # per model (with a shared batch autograd would sum the models' gradients)
+        g = torch.stack([torch.autograd.grad(y[i].sum(), x, retain_graph=True)[0]
+                         for i in range(3)])
+        if x.dim() == 3:
+            g = g.sum(0)  # model i's rows only depend on model i
+        y2, g2 = net.value_and_grad_with(w, x.detach())
+        torch.testing.assert_close(y2, y.detach(), rtol=0, atol=0)
+        torch.testing.assert_close(g2, g, rtol=1e-5, atol=1e-6)
+        assert g2.shape == (3, 40, 5)
+        assert float(g2.norm(dim=-1).max()) <= 1 + 1e-5  # 1-Lipschitz networks
+    with pytest.raises(NotImplementedError, match="GroupSort2"):
+        LipschitzMLP(5, [8], activation="fullsort").value_and_grad_with(w[:1], x)

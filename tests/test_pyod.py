@@ -174,16 +174,22 @@ def test_fit_predict_score(data):
 
 @pytest.mark.parametrize("normalized", [False, True])
 def test_predict_rank(clf, data, normalized):
-    """PyOD's assertion unchanged: ``rankdata(ranks)`` within 3 of ``rankdata(scores)``.
+    """PyOD's assertion: ``rankdata(ranks)`` within 3 of ``rankdata(scores)``, widened to the
+    tie bound when ties are larger.
     ``_predict_rank`` ranks a test row among the training scores, so test rows in one gap
     between two training scores tie, and a tie of k rows moves their averaged rank by up to
-    (k - 1) / 2; measured on this fixture: largest tie 6, largest difference 2.5 (with PyOD's
-    own data, 10 features and default settings, seeds 0 and 1: 2.5 and 1.5)."""
+    (k - 1) / 2 (measured with PyOD's own data, 10 features and default settings, seeds 0
+    and 1: 2.5 and 1.5; on this fixture the largest tie follows float rounding in training: 6 rows
+    and a difference of 2.5 before the Newton passes' gradient was written by hand, 8 rows and
+    3.5 after)."""
     from scipy.stats import rankdata
 
     scores = clf.decision_function(data[1])
     ranks = clf._predict_rank(data[1], normalized=normalized)
-    np.testing.assert_allclose(rankdata(ranks), rankdata(scores), atol=3)
+    # PyOD's atol=3, or the tie bound (k - 1) / 2 of the largest tie k if that is larger
+    largest_tie = int(np.unique(ranks, return_counts=True)[1].max())
+    np.testing.assert_allclose(rankdata(ranks), rankdata(scores),
+                               atol=max(3.0, (largest_tie - 1) / 2))
     order = np.argsort(scores, kind="stable")
     assert np.all(np.diff(ranks[order]) >= 0)  # monotone in the score
     assert ranks.max() <= (1.0 if normalized else data[0].shape[0]) + 1e-9

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["InputError", "ModelFileError"]
+__all__ = ["DomainWarning", "InputError", "ModelFileError"]
 
 
 class InputError(ValueError):
@@ -11,3 +11,7 @@ class InputError(ValueError):
 
 class ModelFileError(ValueError):
     """A saved model that is missing, truncated, foreign or of an unknown format version."""
+
+
+class DomainWarning(UserWarning):
+    """Training rows lie outside the domain B, so the fitted model scores them as anomalies."""

@@ -21,7 +21,7 @@ from .core.nn import make_mlp
 from .core.runtime import torch_device, torch_threads
 from .core.scorer import Z_MAX, Scorer
 from .core.training import TrainConfig, TrainHistory, train
-from .errors import InputError, ModelFileError
+from .errors import DomainWarning, InputError, ModelFileError
 
 __all__ = ["OCSDF", "fit_many"]
 
@@ -50,6 +50,26 @@ def label_free_margin(z: np.ndarray, factor: float = 0.05, seed: int = 0) -> flo
     nonzero = dist[:, 1][dist[:, 1] > 1e-12]
     median = float(np.median(nonzero)) if nonzero.size else 0.0
     return float(np.clip(factor * median, 0.005, 1.0))
+
+
+def _outside_message(estimator: OCSDF, X: np.ndarray, z: np.ndarray, outside: np.ndarray
+                     ) -> str:
+    """One line: how many training rows lie outside B, in which features, and what to do."""
+    n, k = len(X), int(outside.sum())
+    text = f"{k} of {n} training rows ({100 * k / n:.1f} %) lie outside the domain B"
+    if estimator.domain == "box":
+        s = float(estimator.domain_size)
+        beyond = np.flatnonzero((np.abs(z) > s).any(axis=0))
+        names = getattr(estimator, "feature_names_in_", None)
+        shown = [str(names[j]) if names is not None else f"feature {j}" for j in beyond[:5]]
+        more = f" and {len(beyond) - 5} more" if len(beyond) > 5 else ""
+        units = "standard deviations from the mean" if estimator.standardize else "units"
+        text += f" (beyond {s:g} {units} in {', '.join(shown)}{more})"
+    fix = ("standardize='cover' (ocsdf fit --cover) raises the scales so that B holds "
+           "every training row" if estimator.domain in ("box", "ball") and estimator.standardize
+           else "a larger domain_size")
+    return (text + "; the model scores such rows as anomalies. If the training rows are all "
+            f"normal, {fix}.")
 
 
 def _check_X(estimator: OCSDF, X, reset: bool) -> np.ndarray:
@@ -147,8 +167,19 @@ class OCSDF(OutlierMixin, BaseEstimator):
         ``s`` (2-D toys), or the pixel box ``[0, 1]^d`` (use with ``standardize=False``).
     domain_size : float, default 5.0
         ``s`` above (5 = ten standard deviations wide).
-    standardize : bool, default True
-        Standardise each feature (mean 0, std 1; constant columns are centred only).
+    standardize : bool or "cover", default True
+        True: standardise each feature (mean 0, std 1; constant columns are centred only).
+        A training row beyond ``domain_size`` standard deviations in some feature then lies
+        outside B and scores as an anomaly (``fit`` warns, :class:`~ocsdf.errors.DomainWarning`,
+        and sets ``n_outside_domain_``). "cover": standardise, then raise each feature's scale
+        (box; one common factor for the ball) so that every training row lies within 80 % of
+        B: for training rows known to be normal. Measured on the 19 ADBench sets
+        (``docs/results/domain_cover/``, 2 seeds): "cover" gains where normal features are
+        heavy-tailed (one-class optdigits 80.0 -> 87.9 %, cardio 96.0 -> 96.7 %) and loses where
+        the tails set the scale or are the anomalies (smtp 94.0 -> 85.5 %, thyroid 98.9 ->
+        96.9 %): one-class mean 91.28 vs 91.26 %, 85.42 vs 85.16 % with contaminated training
+        rows, hence not the default.
+        False: raw features (pixels with ``domain="unit"``).
     contamination : "auto" or float in (0, 0.5], default "auto"
         "auto": ``offset_ = 0``, the learned boundary ``f = 0``. A float: ``offset_`` is that
         quantile of the training scores, as in IsolationForest. Ignored when ``fpr`` is set.
@@ -208,6 +239,9 @@ class OCSDF(OutlierMixin, BaseEstimator):
         Wall-clock seconds ``fit`` took (training, calibration and threshold).
     n_trimmed_ : int
         Training rows the second fit left out (0 without ``trim``).
+    n_outside_domain_ : int
+        Training rows (of the final fit) that lie outside B and therefore score as anomalies
+        (0 with ``standardize="cover"``).
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when fitted on a DataFrame with string column names.
@@ -253,7 +287,7 @@ class OCSDF(OutlierMixin, BaseEstimator):
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "domain": [StrOptions({"box", "ball", "unit"})],
         "domain_size": [Interval(Real, 0, None, closed="neither")],
-        "standardize": ["boolean"],
+        "standardize": ["boolean", StrOptions({"cover"})],
         "contamination": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
         "fpr": [Interval(Real, 0, 1, closed="neither"), None],
         "calibration_size": [StrOptions({"auto"}), Interval(Real, 0, 0.5, closed="right")],
@@ -279,7 +313,7 @@ class OCSDF(OutlierMixin, BaseEstimator):
         learning_rate: float = 1e-3,
         domain: str = "box",
         domain_size: float = 5.0,
-        standardize: bool = True,
+        standardize: bool | str = True,
         contamination: float | str = "auto",
         fpr: float | None = None,
         calibration_size: float | str = "auto",
@@ -319,6 +353,9 @@ class OCSDF(OutlierMixin, BaseEstimator):
         super()._validate_params()
         if self.activation == "groupsort2" and self.width % 2:
             raise ValueError(f"width must be even for GroupSort2, got {self.width}")
+        if self.standardize == "cover" and self.domain == "unit":
+            raise ValueError("standardize='cover' needs domain 'box' or 'ball' (the pixel box "
+                             "'unit' is used with raw features: standardize=False)")
         torch_device(self.device)
 
     # ------------------------------------------------------------------ fitting
@@ -355,9 +392,15 @@ class OCSDF(OutlierMixin, BaseEstimator):
     def _standardise(self, X_tr: np.ndarray, seed: int) -> np.ndarray:
         """Fit the standardisation and the margin on ``X_tr`` (raw, (n, d)); sets ``mean_``,
         ``scale_`` and ``margin_`` and returns the standardised rows."""
-        std = Standardizer.fit(X_tr, enabled=self.standardize)
+        std = Standardizer.fit(X_tr, enabled=bool(self.standardize))
+        if self.standardize == "cover":
+            std = std.covering(X_tr, self._domain())
         self.mean_, self.scale_ = std.mean, std.scale
         z = std.transform(X_tr)
+        outside = self._domain().distance_outside(torch.as_tensor(z)).numpy() > 0
+        self.n_outside_domain_ = int(outside.sum())
+        if self.n_outside_domain_:
+            warnings.warn(_outside_message(self, X_tr, z, outside), DomainWarning, stacklevel=5)
         self.margin_ = (
             label_free_margin(z, seed=seed) if self.margin == "auto" else float(self.margin)
         )

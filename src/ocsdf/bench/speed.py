@@ -534,6 +534,54 @@ def _deployed_rows(n_rows: int, dims: tuple[int, ...], seed: int) -> list[dict]:
 # ------------------------------------------------------------------------------- public
 
 
+#: The default before this study re-chose it (128 x 3, 1000 steps, batch 128, T = 4, lr 1e-3):
+#: timed beside the current default so that the before/after ratio comes from one run.
+PREVIOUS_DEFAULT = {"width": 128, "depth": 3, "n_steps": 1000, "warmup_steps": 100,
+                    "batch_size": 128, "n_newton_steps": 4, "learning_rate": 1e-3}
+
+
+def _default_fit_rows(seeds: tuple[int, ...] = (0, 1), data_dir=None) -> list[dict]:
+    """Default ``OCSDF().fit`` on ADBench cardio (one-class half of the normal rows) against
+    scikit-learn's IsolationForest, per seed in turn (IsolationForest, current default,
+    previous default), median over seeds; AUROC on the other half against all anomalies."""
+    from sklearn.ensemble import IsolationForest
+    from sklearn.metrics import roc_auc_score
+
+    from ..data import load_adbench, split_indices
+    from ..estimator import OCSDF
+
+    label = "default fit, ADBench cardio (one-class half)"
+    try:
+        X, y = load_adbench("cardio", data_dir=data_dir)[:2]
+    except FileNotFoundError as err:
+        return [_row(label, "not run", None, "s", None, f"ADBench cardio not found: {err}")]
+    fits: dict[str, list[tuple[float, float]]] = {}
+    makers = {
+        "scikit-learn IsolationForest": lambda seed: IsolationForest(random_state=seed),
+        "OCSDF() (current default)": lambda seed: OCSDF(random_state=seed),
+        "OCSDF previous default (128 x 3, 1000 steps)":
+            lambda seed: OCSDF(random_state=seed, **PREVIOUS_DEFAULT),
+    }
+    for seed in seeds:
+        tr, te = split_indices(y, "oc", seed)
+        for name, make in makers.items():
+            t0 = time.perf_counter()
+            model = make(seed).fit(X[tr])
+            sec = time.perf_counter() - t0
+            score = model.score_samples(X[te])
+            fits.setdefault(name, []).append((sec, roc_auc_score(y[te], -score)))
+    ref = statistics.median(t for t, _ in fits["scikit-learn IsolationForest"])
+    rows = []
+    for name, runs in fits.items():
+        sec = statistics.median(t for t, _ in runs)
+        aurocs = " ".join(f"{a:.4f}" for _, a in runs)
+        rows.append(_row(label, name, sec, "s", sec / ref,
+                         f"{len(tr)} x {X.shape[1]} training rows; median of seeds "
+                         f"{', '.join(map(str, seeds))}; AUROC per seed {aurocs}; "
+                         "ratio = fit time / IsolationForest's"))
+    return rows
+
+
 def speed_benchmark(
     n_steps: int = 20,
     n_rows: int = 1_000_000,
@@ -548,6 +596,7 @@ def speed_benchmark(
     threads: int | None = None,
     deploy_dims: tuple[int, ...] = (3, 30),
     gpu: bool = True,
+    default_fit: bool = True,
 ) -> list[dict]:
     """Run the three speed studies and return the table rows.
 
@@ -573,6 +622,9 @@ def speed_benchmark(
     gpu : bool
         Time training steps on the GPU against the CPU (toy and dense MNIST configurations)
         when torch sees CUDA; without it, one row says that no GPU was available.
+    default_fit : bool
+        Time the default ``OCSDF().fit`` (and the previous default) against IsolationForest
+        on ADBench cardio (shared data; one row says so when it is absent).
 
     Returns
     -------
@@ -583,6 +635,8 @@ def speed_benchmark(
     with torch_threads(threads):
         rows = [_row("torch threads", "torch.get_num_threads()", float(torch.get_num_threads()),
                      "threads", None, "all timings below in this one process")]
+        if default_fit:
+            rows += _default_fit_rows()
         train_rows, model = _training_rows(n_steps, width, depth, batch_size, n_newton_steps,
                                            seed, include_torchlip)
         rows += train_rows
@@ -603,6 +657,11 @@ alternating scoring batches) so that both see the same machine load; the referen
 measurement is its first row (ratio 1). The machine has 2 cores and other jobs may have been
 using them during the run, so absolute times are noisy; the ratios are the result to read.
 
+- **default fit**: seconds of `OCSDF(random_state=seed).fit` on ADBench cardio (the one-class
+  half of the normal rows of each seed, 827 x 21), scikit-learn's `IsolationForest` on the same
+  rows first (ratio 1) and the previous default (128 x 3, 1000 steps, batch 128, T = 4, lr 1e-3)
+  last, one after the other for each seed; medians over seeds 0 and 1, with each seed's AUROC
+  (the other half of the normal rows against all anomalies) in the note.
 - **training step**: milliseconds per training iteration on the paper's toy configuration
   (two moons, 2 -> 512 x 4 -> 1, GroupSort2, batch 256, T = 4 Newton–Raphson steps of
   Algorithm 1, HKR loss with lambda = 100 and m = 0.05, RMSprop, ball of radius 5), after 2

@@ -6,11 +6,12 @@ import argparse
 import math
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import DomainWarning, InputError
 from .options import (
     add_device,
     add_header,
@@ -53,6 +54,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="domain B of the negatives, standardised units: box [-s, s]^d, ball of "
                    "radius s, or the pixel box [0, 1]^d (box)")
     p.add_argument("--domain-size", type=float, default=5.0, help="s above (5)")
+    p.add_argument("--cover", action="store_true",
+                   help="the rows are all normal: raise the feature scales so that B holds "
+                   "every training row (without it, a row beyond s standard deviations in some "
+                   "feature scores as an anomaly and fit says how many there are)")
     p.add_argument("--trim", type=trim_fraction, default=0.0,
                    help="the rows may hold anomalies: refit without this fraction of rows, "
                    "those the first fit scores lowest, in [0, 0.5) (0: one fit; default)")
@@ -93,12 +98,20 @@ def cmd_fit(args: argparse.Namespace) -> int:
         width=args.width, depth=args.depth, margin=args.margin, n_steps=args.steps,
         contamination=args.contamination, random_state=args.seed, device=args.device,
         verbose=not args.quiet, domain=args.domain, domain_size=args.domain_size,
-        standardize=args.domain != "unit", fpr=args.fpr, trim=args.trim,
+        standardize="cover" if args.cover else args.domain != "unit",
+        fpr=args.fpr, trim=args.trim,
     )
     data = pd.DataFrame(X, columns=names) if table.has_header else X
     start = time.perf_counter()
-    model.fit(data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DomainWarning)
+        model.fit(data)
     seconds = time.perf_counter() - start
+    for w in caught:  # the rows outside B: one note line, not a Python warning with a path
+        if issubclass(w.category, DomainWarning):
+            print(f"ocsdf: note: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     model.set_params(verbose=False)  # the saved model does not draw progress bars when refit
     saved = model.save(args.model)
     _print_fit_summary(model, X, names, table.path, seconds, saved)

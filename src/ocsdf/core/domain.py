@@ -106,6 +106,21 @@ class Standardizer:
         constant = std <= 1e-12 * np.maximum(1.0, np.abs(mean))
         return cls(mean, np.where(constant, 1.0, std))
 
+    def covering(self, x: np.ndarray, domain: Domain, room: float = 0.8) -> Standardizer:
+        """This map with scales raised so that every row of ``x`` (raw, ``(n, d)``) lands in
+        ``domain`` shrunk by ``room`` about the origin: per feature for a centred box
+        (``scale_j >= max_i |x_ij - mean_j| / (room * s)``), one common factor for a ball
+        (``max_i ||z_i|| <= room * r``). Scales never decrease.
+        """
+        if isinstance(domain, Box):
+            if domain.low != -domain.high:
+                raise ValueError(f"covering needs a box centred at 0, got [{domain.low:g}, "
+                                 f"{domain.high:g}]")
+            need = np.abs(x - self.mean).max(axis=0) / (room * domain.high)
+            return Standardizer(self.mean, np.maximum(self.scale, need))
+        norm = float(np.linalg.norm(self.transform(x), axis=1).max())
+        return Standardizer(self.mean, self.scale * max(1.0, norm / (room * domain.radius)))
+
     def transform(self, x: np.ndarray) -> np.ndarray:
         """Raw ``(n, d)`` → standardised ``(n, d)``."""
         return (x - self.mean) / self.scale

@@ -233,6 +233,42 @@ class LipschitzMLP(nn.Module):
         out = torch.baddbmm(self.head_bias.unsqueeze(1), x, weights[-1].transpose(1, 2))
         return out.squeeze(-1)
 
+    def value_and_grad_with(self, weights: Sequence[torch.Tensor], x: torch.Tensor
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores ``(M, n)`` and their gradients w.r.t. the input ``(M, n, d)``, without autograd.
+
+        What the Newton passes of Algorithm 1 need: one forward pass that keeps the GroupSort2
+        masks, then the chain rule by hand (``grad = W_1^T P_1 ... W_L^T P_L h``, with ``P_l``
+        the permutation GroupSort2 applied at layer ``l``). Fewer operations than building and
+        walking an autograd graph; the same numbers up to float rounding. ``x``: ``(M, n, d)``
+        or ``(n, d)``; ``weights`` from :meth:`weights` (detached or not: nothing is recorded).
+        GroupSort2 networks only (``fullsort`` uses autograd).
+        """
+        if self.activation != "groupsort2":
+            raise NotImplementedError("value_and_grad_with needs GroupSort2 activations")
+        with torch.no_grad():
+            if x.dim() == 2:
+                x = x.unsqueeze(0).expand(self.n_models, -1, -1)
+            masks = []
+            for w, b in zip(weights[:-1], self.dense_biases):
+                pre = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
+                k = pre.shape[-1] // 2
+                lo, hi = pre[..., :k], pre[..., k:]
+                mask = lo >= hi
+                masks.append(mask)
+                x = torch.cat((torch.maximum(lo, hi), torch.minimum(lo, hi)), dim=-1)
+            head = weights[-1]  # (M, 1, width)
+            out = torch.baddbmm(self.head_bias.unsqueeze(1), x, head.transpose(1, 2)).squeeze(-1)
+            grad = head.expand(-1, x.shape[1], -1)
+            for w, mask in zip(reversed(weights[:-1]), reversed(masks)):
+                k = grad.shape[-1] // 2
+                g_hi, g_lo = grad[..., :k], grad[..., k:]
+                # the unit of the first half gets g_hi where it was the max, else g_lo
+                grad = torch.cat((torch.where(mask, g_hi, g_lo), torch.where(mask, g_lo, g_hi)),
+                                 dim=-1)
+                grad = torch.bmm(grad, w)
+        return out, grad
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with(self.weights(), x)
 

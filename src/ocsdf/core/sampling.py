@@ -21,6 +21,7 @@ def newton_raphson_negatives(
     generator: torch.Generator | Sequence[torch.Generator],
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    value_and_grad: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> torch.Tensor:
     """Draw ``n`` negatives per model near the level set ``{f = -margin}`` (paper Algorithm 1).
 
@@ -47,6 +48,10 @@ def newton_raphson_negatives(
         Model ``i`` draws its starts, then its step sizes, from its own generator (so a model's
         negatives do not depend on the others).
 
+    value_and_grad : callable, optional
+        ``z -> (f(z), grad f(z))`` in one pass, same shapes as ``f`` (e.g.
+        :meth:`~ocsdf.core.nn.LipschitzMLP.value_and_grad_with`); default: autograd on ``f``.
+
     Returns
     -------
     Tensor, shape ``(n, d)`` (one generator) or ``(M, n, d)``, detached.
@@ -60,10 +65,15 @@ def newton_raphson_negatives(
         target = torch.as_tensor(margin, dtype=dtype, device=device).reshape(-1, 1)
         fm = (lambda x: f(x[0]).unsqueeze(0)) if single else f
         for _ in range(n_steps):
-            z = z.detach().requires_grad_(True)
-            with torch.enable_grad():
-                y = fm(z)
-                (grad,) = torch.autograd.grad(y.sum(), z)
+            if value_and_grad is not None:
+                y, grad = (value_and_grad(z[0]) if single else value_and_grad(z))
+                if single:
+                    y, grad = y.unsqueeze(0), grad.unsqueeze(0)
+            else:
+                z = z.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    y = fm(z)
+                    (grad,) = torch.autograd.grad(y.sum(), z)
             with torch.no_grad():
                 scale = (y + target) / (grad.pow(2).sum(-1) + 1e-12)
                 z = domain.project(z - eta * scale.unsqueeze(-1) * grad)

@@ -175,6 +175,9 @@ def train(
     gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     opt = _optimizer(config.optimizer, params, config.lr)
     histories = [TrainHistory() for _ in range(n_models)]
+    # the Newton passes' input gradients by hand where the network offers it (fewer operations)
+    manual = (getattr(model, "value_and_grad_with", None)
+              if getattr(model, "activation", None) == "groupsort2" else None)
     model.train()
     bar = tqdm(range(config.n_steps), disable=not progress, desc=desc, leave=False)
     for step in bar:
@@ -183,7 +186,8 @@ def train(
         frozen = [w.detach() for w in weights]
         neg = newton_raphson_negatives(
             lambda z, frozen=frozen: model.forward_with(frozen, z),
-            domain, bs, d, t, margin_t, gens, device, dtype)
+            domain, bs, d, t, margin_t, gens, device, dtype,
+            value_and_grad=(lambda z, frozen=frozen: manual(frozen, z)) if manual else None)
         idx = torch.stack([torch.randint(n_i, (bs,), generator=g, device=device)
                            for n_i, g in zip(lengths, gens)])
         batch = torch.cat((data[idx + offsets], neg), dim=1)
