@@ -14,7 +14,7 @@ import torch
 from ocsdf.bench import speed
 
 TINY = dict(n_steps=2, n_rows=20_000, width=32, depth=2, ortho_size=64, ortho_repeats=2,
-            threads=1, deploy_dims=())
+            threads=1, deploy_dims=(), default_fit=False)
 HAS_TORCHLIP = importlib.util.find_spec("deel") is not None and (
     importlib.util.find_spec("deel.torchlip") is not None
 )
@@ -71,7 +71,8 @@ def test_missing_torchlip_gives_a_not_installed_row(monkeypatch):
     monkeypatch.setitem(sys.modules, "deel.torchlip", None)
     monkeypatch.setitem(sys.modules, "deel", None)
     out = speed.speed_benchmark(n_steps=1, n_rows=1000, width=8, depth=1, ortho_size=8,
-                                ortho_repeats=1, threads=1, include_torchlip=True)
+                                ortho_repeats=1, threads=1, include_torchlip=True,
+                                default_fit=False)
     (row,) = [r for r in _by(out, "training step") if r["variant"] == "deel-torchlip"]
     assert row["value"] is None and "not installed" in row["note"]
 
@@ -127,3 +128,22 @@ def test_groupsort_rows_compare_the_same_function(rows):
     for r in gs:
         assert r["note"].endswith("same output: True") and r["value"] > 0
     assert [r["ratio_vs_reference"] for r in gs[::2]] == [1.0, 1.0]
+
+
+def test_default_fit_without_adbench_says_so(tmp_path):
+    (row,) = speed._default_fit_rows(data_dir=tmp_path)
+    assert row["variant"] == "not run" and "cardio not found" in row["note"]
+    assert row["value"] is None
+
+
+@pytest.mark.slow
+def test_default_fit_rows_compare_with_isolation_forest():
+    from ocsdf.data import find_data_dir
+
+    if find_data_dir() is None:
+        pytest.skip("ADBench data not found (../shared/data or OCSDF_DATA_DIR)")
+    rows = speed._default_fit_rows(seeds=(0,))
+    assert [r["variant"] for r in rows][0] == "scikit-learn IsolationForest"
+    assert rows[0]["ratio_vs_reference"] == 1.0 and len(rows) == 3
+    for r in rows:
+        assert r["value"] > 0 and "AUROC per seed 0." in r["note"]

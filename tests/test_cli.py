@@ -507,3 +507,12 @@ def test_fit_notes_rows_outside_the_domain_and_cover_removes_them(tmp_path, caps
     model = OCSDF.load(tmp_path / "m2")
     assert model.standardize == "cover"
     assert np.abs(model.scorer_.standardize(X)).max() <= 4.0 + 1e-9
+
+
+def test_fit_help_states_the_estimators_defaults():
+    import inspect
+
+    from ocsdf.cli.fit import FIT_DEFAULTS
+
+    sig = inspect.signature(OCSDF)
+    assert {k: sig.parameters[k].default for k in FIT_DEFAULTS} == FIT_DEFAULTS

@@ -13,7 +13,9 @@ from ocsdf.core.domain import Ball, Box
 from ocsdf.core.nn import make_mlp
 from ocsdf.core.training import TrainConfig, train
 
-SMALL = dict(width=32, depth=2, n_steps=300, warmup_steps=30)
+# training settings pinned (the measured numbers below do not follow the estimator defaults)
+SMALL = dict(width=32, depth=2, n_steps=300, warmup_steps=30, n_newton_steps=4,
+             learning_rate=1e-3, bias_lr_factor=1.0)
 
 
 def _gaussian_vs_uniform(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -175,3 +177,69 @@ def test_fit_many_trims_like_fit():
         np.testing.assert_allclose(a.score_samples(outliers), b.score_samples(outliers),
                                    atol=1e-3)
     assert not np.allclose(many[0].mean_, x.mean(axis=0))  # the refit saw fewer rows
+
+
+def _one_step(config: TrainConfig) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """(weight-parameter changes, bias changes) of a 2-model network after ``config``."""
+    net = make_mlp(3, 8, 2, n_models=2, seeds=[0, 1])
+    before = [p.detach().clone() for p in net.parameters()]
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+    train(net, x, Box(-5, 5), config, seeds=[0, 1])
+    bias_ids = {id(b) for b in net.biases()}
+    moved = [(p.detach() - b0) for p, b0 in zip(net.parameters(), before)]
+    flags = [id(p) in bias_ids for p in net.parameters()]
+    return ([m for m, f in zip(moved, flags) if not f], [m for m, f in zip(moved, flags) if f])
+
+
+def test_bias_learning_rate_factor_scales_the_bias_steps_only():
+    """RMSprop's first update is lr * g / sqrt(0.01 g^2) = 10 lr per entry with a gradient:
+    a factor 10 makes the biases' first step exactly 10 times larger and leaves the weights'."""
+    base = TrainConfig(n_steps=1, warmup_steps=1, batch_size=16, lr=1e-3)
+    w1, b1 = _one_step(base)
+    w10, b10 = _one_step(TrainConfig(**{**base.__dict__, "bias_lr_factor": 10.0}))
+    for a, b in zip(w1, w10):
+        torch.testing.assert_close(a, b)
+    moved = [(a, b) for a, b in zip(b1, b10) if a.abs().max() > 0]
+    assert moved
+    for a, b in moved:
+        torch.testing.assert_close(b, 10 * a, rtol=1e-4, atol=1e-9)
+    assert float(max(a.abs().max() for a, _ in moved)) == pytest.approx(1e-2, rel=1e-3)
+    with pytest.raises(ValueError, match="bias_lr_factor"):
+        _one_step(TrainConfig(**{**base.__dict__, "bias_lr_factor": 0.0}))
+
+
+def test_cosine_schedule_starts_at_the_rate_and_then_decays():
+    """Step 0 runs at the full rate (a one-step run equals the constant one); later steps at a
+    smaller rate (a three-step run moves the parameters less than the constant one)."""
+    base = dict(warmup_steps=0, batch_size=16, lr=1e-2)
+    same = [_one_step(TrainConfig(n_steps=1, lr_schedule=s, **base)) for s in
+            ("constant", "cosine")]
+    for a, b in zip(same[0][0] + same[0][1], same[1][0] + same[1][1]):
+        torch.testing.assert_close(a, b)
+    const, cos = (_one_step(TrainConfig(n_steps=3, lr_schedule=s, **base))
+                  for s in ("constant", "cosine"))
+    total = [sum(float(m.abs().sum()) for m in part[0] + part[1]) for part in (const, cos)]
+    assert total[1] < 0.95 * total[0]
+    with pytest.raises(ValueError, match="lr_schedule"):
+        _one_step(TrainConfig(n_steps=1, lr_schedule="step", **base))
+
+
+def test_our_rmsprop_is_torchs_bit_for_bit():
+    """The hand-written RMSprop (no torch._dynamo import) makes torch.optim.RMSprop's updates
+    exactly, with two parameter groups at different rates."""
+    from ocsdf.core.training import RMSprop
+
+    gen = torch.Generator().manual_seed(0)
+    ours = [torch.randn(5, 5, generator=gen).requires_grad_(), torch.randn(3, generator=gen)
+            .requires_grad_()]
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    opts = (RMSprop([{"params": [ours[0]], "lr": 1e-3}, {"params": [ours[1]], "lr": 1e-2}]),
+            torch.optim.RMSprop([{"params": [theirs[0]], "lr": 1e-3},
+                                 {"params": [theirs[1]], "lr": 1e-2}]))
+    for _ in range(20):
+        for params, opt in zip((ours, theirs), opts):
+            opt.zero_grad()
+            ((params[0] ** 3).sum() + params[1].sin().sum()).backward()
+            opt.step()
+    for a, b in zip(ours, theirs):
+        assert torch.equal(a, b)

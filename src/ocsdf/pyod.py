@@ -61,8 +61,8 @@ class OCSDFDetector(BaseDetector):
         Target false-positive rate: ``threshold_`` from a held-out calibration split (20-50 %
         of the rows, which then do not train the network) instead of ``contamination``.
     width, depth, activation, margin, lam, n_steps, warmup_steps, batch_size, n_newton_steps, \
-learning_rate, domain, domain_size, standardize, random_state, device, n_threads, \
-verbose, trim
+learning_rate, lr_schedule, bias_lr_factor, domain, domain_size, standardize, random_state, device, \
+n_threads, verbose, trim
         Passed unchanged to :class:`ocsdf.OCSDF` (same defaults; ``margin="auto"`` is the
         label-free rule: 0.05 x the median nearest-neighbour distance in standardised units).
         ``trim`` (e.g. 0.1) refits without the lowest-scoring fraction of the training rows,
@@ -100,19 +100,21 @@ verbose, trim
         self,
         contamination: float = 0.1,
         *,
-        width: int = 128,
-        depth: int = 3,
+        width: int = 64,
+        depth: int = 2,
         activation: str = "groupsort2",
         margin: float | str = "auto",
         lam: float = 100.0,
-        n_steps: int = 1000,
-        warmup_steps: int = 100,
+        n_steps: int = 350,
+        warmup_steps: int = 35,
         batch_size: int = 128,
         n_newton_steps: int = 4,
-        learning_rate: float = 1e-3,
+        learning_rate: float = 2e-3,
+        lr_schedule: str = "constant",
+        bias_lr_factor: float = 5.0,
         domain: str = "box",
         domain_size: float = 5.0,
-        standardize: bool = True,
+        standardize: bool | str = True,
         random_state=None,
         device: str = "cpu",
         n_threads: int | None = 1,
@@ -132,6 +134,8 @@ verbose, trim
         self.batch_size = batch_size
         self.n_newton_steps = n_newton_steps
         self.learning_rate = learning_rate
+        self.lr_schedule = lr_schedule
+        self.bias_lr_factor = bias_lr_factor
         self.domain = domain
         self.domain_size = domain_size
         self.standardize = standardize

@@ -50,6 +50,10 @@ DEFAULT_STEPS = 4000
 DEFAULT_WIDTH = 128
 DEFAULT_DEPTH = 3
 DEFAULT_PERCENTILE = 1.0
+#: Training hyper-parameters of :func:`fit_surface` besides size and steps (those the shapes
+#: table was measured with; independent of the tabular defaults of :class:`ocsdf.OCSDF`).
+SURFACE_TRAINING = {"batch_size": 128, "n_newton_steps": 4, "learning_rate": 1e-3,
+                    "lr_schedule": "constant", "bias_lr_factor": 1.0}
 #: Grid padding around the points' bounding box, as a fraction of its largest side.
 GRID_PAD = 0.15
 
@@ -383,8 +387,8 @@ def fit_surface(
 
     The points are standardised with :class:`Frame` (one scale for all axes) and OCSDF is fitted
     with ``standardize=False`` on a box domain ``[-s, s]^3`` (``s = 5`` unless points reach
-    beyond 3.3), tabular hyper-parameters otherwise (margin "auto", lambda 100, batch 128,
-    T = 4, a tenth of the steps as warm-up). The surface level is the ``percentile``-th
+    beyond 3.3), margin "auto", lambda 100, batch 128, T = 4, RMSprop 1e-3
+    (:data:`SURFACE_TRAINING`), a tenth of the steps as warm-up. The surface level is the ``percentile``-th
     percentile of ``f`` over the training points (paper: the first).
     """
     import copy
@@ -395,7 +399,7 @@ def fit_surface(
     frame = Frame.fit(x)
     z = frame.to_std(x)
     params = dict(width=width, depth=depth, n_steps=n_steps, warmup_steps=max(n_steps // 10, 0),
-                  standardize=False, domain="box", domain_size=_domain_size(z),
+                  **SURFACE_TRAINING, standardize=False, domain="box", domain_size=_domain_size(z),
                   random_state=seed, device=device, verbose=verbose)
     params.update(ocsdf_params)
     t0 = time.perf_counter()

@@ -75,6 +75,8 @@ _SUFFIXES: tuple[tuple[str, str, type], ...] = (
     ("t", "n_newton_steps", int),
     ("lr", "learning_rate", float),
     ("w", "warmup_steps", int),
+    ("bl", "bias_lr_factor", float),
+    ("sched", "lr_schedule", str),
     ("m", "margin", float),
 )
 
@@ -95,10 +97,10 @@ def config_name(params: dict) -> str:
     steps = params.get("n_steps", est.n_steps)
     name = f"{width}x{depth}-s{steps}"
     defaults = {"warmup_steps": steps // 10, "margin": "auto"}
-    for suffix, key, _ in _SUFFIXES:
+    for suffix, key, kind in _SUFFIXES:
         value = params.get(key, defaults.get(key, getattr(est, key)))
         if value != defaults.get(key, getattr(est, key)):
-            name += f"-{suffix}{value:g}"
+            name += f"-{suffix}{value:g}" if kind is not str else f"-{suffix}{value}"
     return name
 
 

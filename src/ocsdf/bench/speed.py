@@ -466,7 +466,7 @@ def _network_rows(model, x, label: str, rate_forest: float) -> list[dict]:
 def _deployed_rows(n_rows: int, dims: tuple[int, ...], seed: int) -> list[dict]:
     """Rows/s of the scoring paths a deployment uses, against IsolationForest, per dimension.
 
-    A default-size OCSDF (128 x 3; a few training steps: throughput does not depend on them) is
+    A default-size OCSDF (64 x 2; a few training steps: throughput does not depend on them) is
     scored through ``score_samples`` (float64 exported network, standardisation and domain
     clipping included), through its ONNX graph in onnxruntime (float32; skipped when onnx or
     onnxruntime is missing), and compared with IsolationForest's ``decision_function``
@@ -501,7 +501,8 @@ def _deployed_rows(n_rows: int, dims: tuple[int, ...], seed: int) -> list[dict]:
         model.score_samples(x)
         rate_ours = n_rows / (time.perf_counter() - t0)
         rows.append(_row(label, "OCSDF.score_samples (float64)", rate_ours, "rows/s",
-                         rate_ours / rate_forest, "128 x 3 exported network, batches of 65,536"))
+                         rate_ours / rate_forest,
+                         f"{model.width} x {model.depth} exported network, batches of 65,536"))
         rows += _network_rows(model, x, label, rate_forest)
         try:
             import onnxruntime as ort
@@ -700,7 +701,7 @@ using them during the run, so absolute times are noisy; the ratios are the resul
   difference between their scores.
 - **scoring throughput, rows x d**: the paths a deployment uses on Gaussian rows of dimension d
   (3 and 30): IsolationForest's `decision_function` (the reference users know; ratio 1),
-  `OCSDF.score_samples` of a default 128 x 3 model (float64 exported network with the
+  `OCSDF.score_samples` of a default-size model (64 x 2; float64 exported network with the
   standardisation and domain clipping), the same model's two torch networks in float32 on the
   standardised rows (the parametrised `LipschitzMLP`, which redoes its Cayley solves for every
   batch, and the exported plain `nn.Linear` + GroupSort network; no domain clipping) and its

@@ -33,6 +33,7 @@ The tables are rewritten after each data set, so an interrupted run keeps what i
 from __future__ import annotations
 
 import argparse
+import shlex
 import functools
 import importlib.util
 import io
@@ -326,6 +327,7 @@ def tabular_benchmark(
                   "batched": bool(batched), "device": str(params["device"]),
                   "trim": float(params.get("trim", defaults.trim)),
                   "standardize": params.get("standardize", defaults.standardize),
+                  "params": {k: v for k, v in params.items() if k != "device"},
                   "n_jobs": resolve_jobs(n_jobs, len(datasets))}
     paper = paper_table2()
 
@@ -639,9 +641,10 @@ def _notes(protocol: str, summary: dict, datasets: Sequence[str], max_rows: int 
         f"{{{', '.join(m for m in summary['margins'] if m != 'auto')}}} with the best mean "
         f"AUROC on that data set (the paper's practice; it peeks at the labels). OCSDF: default "
         f"network ({summary['width']} x {summary['depth']}, GroupSort2), n_steps = "
-        f"{summary['n_steps']}, warmup_steps = "
-        f"n_steps // 10, batch 128, T = 4, lambda = 100, RMSprop lr 1e-3, box domain [-5, 5]^d "
-        f"after standardisation. The paper trains 40 epochs (5 warm-up) and averages 20 runs."
+        f"{summary['n_steps']}, warmup_steps = n_steps // 10, "
+        f"{_training_text(summary.get('params'))}, box domain "
+        f"[-5, 5]^d after standardisation. The paper trains 40 epochs (5 warm-up) and averages "
+        f"20 runs."
         + (f" **Trim {summary['trim']:g}** (every OCSDF here): after a first fit, the "
            f"{summary['trim']:g} fraction of training rows with the lowest scores is dropped and "
            "the model fitted again, from the same seed, on the rest (OCSDF(trim=...); "
@@ -735,14 +738,50 @@ COMMAND_OPTIONS = ("protocol", "seeds", "margins", "max_rows", "threads", "datas
 
 def command_text(args: argparse.Namespace) -> str:
     """The ``ocsdf bench tabular`` command line equivalent to ``args``."""
-    return command_line("ocsdf bench tabular", args, COMMAND_OPTIONS,
+    text = command_line("ocsdf bench tabular", args, COMMAND_OPTIONS,
                         omit={"baselines": ",".join(DEFAULT_BASELINES), "trim": 0.0, "jobs": 1,
                               "cover": False})
+    return " ".join([text, *(shlex.join(["--set", item]) for item in getattr(args, "set", None)
+                             or ())])
+
+
+def _parse_set(item: str) -> tuple[str, object]:
+    """``"name=value"`` -> ``(name, value)`` with an int, float, bool or string value; the name
+    must be an OCSDF parameter (ValueError naming the known ones)."""
+    name, sep, text = item.partition("=")
+    known = OCSDF().get_params()
+    if not sep or name not in known:
+        raise ValueError(f"--set {item!r}: expected NAME=VALUE with NAME one of "
+                         f"{', '.join(sorted(known))}")
+    value: object = text
+    if text.lower() in ("true", "false"):
+        value = text.lower() == "true"
+    else:
+        for kind in (int, float):
+            try:
+                value = kind(text)
+                break
+            except ValueError:
+                continue
+    return name, value
+
+
+def _training_text(params: dict | None = None) -> str:
+    """OCSDF's training hyper-parameters in words (for the table notes): the defaults with
+    ``params`` over them."""
+    d = OCSDF(**{k: v for k, v in (params or {}).items() if k in OCSDF().get_params()})
+    text = (f"batch {d.batch_size}, T = {d.n_newton_steps}, lambda = {d.lam:g}, RMSprop lr "
+            f"{d.learning_rate:g}")
+    if d.bias_lr_factor != 1:
+        text += f" ({d.bias_lr_factor:g} x for the biases)"
+    if d.lr_schedule != "constant":
+        text += f", {d.lr_schedule} schedule"
+    return text
 
 
 def _ocsdf_params(args: argparse.Namespace) -> dict | None:
     """The OCSDF parameters the options set (None: all defaults)."""
-    params: dict = {}
+    params: dict = dict(_parse_set(item) for item in getattr(args, "set", None) or ())
     if args.trim:
         params["trim"] = args.trim
     if getattr(args, "cover", False):
@@ -879,6 +918,9 @@ def register(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--trim", type=float, default=0.0,
                    help="OCSDF(trim=...): refit every OCSDF model without the lowest-scoring "
                    "fraction of its training rows (default: 0, one fit)")
+    p.add_argument("--set", action="append", default=None, metavar="NAME=VALUE",
+                   help="an OCSDF parameter for every OCSDF model, e.g. --set width=128 "
+                   "--set learning_rate=0.001 (repeatable; numbers, true/false or text)")
     p.add_argument("--cover", action="store_true",
                    help="OCSDF(standardize='cover'): scales raised so that the domain B holds "
                    "every training row (default: standard deviations)")

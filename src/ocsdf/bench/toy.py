@@ -152,8 +152,9 @@ def toy_study(
 
         ours, t_ours = timed(OCSDF(width=width, depth=depth, margin=margin, lam=lam,
                                    n_steps=n_steps, warmup_steps=warmup, batch_size=batch_size,
-                                   n_newton_steps=n_newton_steps, domain="ball",
-                                   domain_size=RADIUS, random_state=seed, device=device).fit, x)
+                                   n_newton_steps=n_newton_steps, learning_rate=1e-3,
+                                   domain="ball", domain_size=RADIUS, random_state=seed,
+                                   device=device).fit, x)
         conv, t_conv = timed(train_conventional,
                              torch.tensor(x, dtype=torch.float32, device=dev), Ball(RADIUS),
                              width, depth, n_steps, batch_size, n_newton_steps, margin, 1e-3,

@@ -25,6 +25,10 @@ from .options import (
 
 __all__ = ["register", "cmd_fit"]
 
+#: OCSDF's defaults of the options that leave them out, for the help text only (the CLI does not
+#: import the estimator to draw its help; a test checks that they agree).
+FIT_DEFAULTS = {"n_steps": 350, "width": 64, "depth": 2}
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``fit`` sub-command to the ``ocsdf`` parser."""
@@ -38,9 +42,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--columns", type=column_list, metavar="A,B,...",
                    help="columns to use: names or 0-based positions (default: all)")
     add_header(p)
-    p.add_argument("--steps", type=positive_int, default=1000, help="training steps (1000)")
-    p.add_argument("--width", type=positive_int, default=128, help="hidden width, even (128)")
-    p.add_argument("--depth", type=positive_int, default=3, help="hidden layers (3)")
+    p.add_argument("--steps", type=positive_int, default=None,
+                   help=f"training steps (OCSDF's default, {FIT_DEFAULTS['n_steps']})")
+    p.add_argument("--width", type=positive_int, default=None,
+                   help=f"hidden width, even (OCSDF's default, {FIT_DEFAULTS['width']})")
+    p.add_argument("--depth", type=positive_int, default=None,
+                   help=f"hidden layers (OCSDF's default, {FIT_DEFAULTS['depth']})")
     p.add_argument("--margin", type=auto_or_float(0.0, math.inf), default="auto",
                    help="HKR margin in standardised units, or 'auto' (default)")
     p.add_argument("--contamination", type=auto_or_float(0.0, 0.5), default="auto",
@@ -94,8 +101,11 @@ def cmd_fit(args: argparse.Namespace) -> int:
         labels_note = (f"{table.path} also holds labels y ({n_pos} of {len(table.labels)} rows "
                        "non-zero); every row was used for training, anomalies included "
                        "(--normal-only trains on the rows with y == 0)")
+    given = {"width": args.width, "depth": args.depth, "n_steps": args.steps}
+    if args.steps is not None:
+        given["warmup_steps"] = args.steps // 10
     model = OCSDF(
-        width=args.width, depth=args.depth, margin=args.margin, n_steps=args.steps,
+        **{k: v for k, v in given.items() if v is not None}, margin=args.margin,
         contamination=args.contamination, random_state=args.seed, device=args.device,
         verbose=not args.quiet, domain=args.domain, domain_size=args.domain_size,
         standardize="cover" if args.cover else args.domain != "unit",

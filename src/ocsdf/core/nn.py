@@ -150,6 +150,9 @@ class LipschitzNetwork(Protocol):
 
     def parameters(self): ...
 
+    # Optional: ``biases()`` lists the bias parameters (the trainer may give them their own
+    # learning rate, ``TrainConfig.bias_lr_factor``).
+
 
 class LipschitzMLP(nn.Module):
     """``M`` networks ``d -> [orthogonal dense -> GroupSort2] x depth -> unit-norm linear -> 1``.

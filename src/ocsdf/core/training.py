@@ -16,6 +16,7 @@ differences up to 0.016, within the seed-to-seed spread).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -27,7 +28,7 @@ from .loss import hkr_loss
 from .nn import LipschitzNetwork
 from .sampling import newton_raphson_negatives
 
-__all__ = ["TrainConfig", "TrainHistory", "train"]
+__all__ = ["RMSprop", "TrainConfig", "TrainHistory", "train"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,18 @@ class TrainConfig:
     lr : float
         RMSprop (or Adam) learning rate.
     optimizer : {"rmsprop", "adam"}
+    bias_lr_factor : float
+        Learning rate of the biases relative to ``lr`` (networks that list their biases with
+        ``biases()``). The weights are orthogonal, so the size of ``f`` deep inside the data
+        (its distance to the boundary, several standardised units) is built by the biases
+        alone, which RMSprop moves by about ``lr`` per step: a larger factor reaches it in
+        fewer steps (measured: ADBench cardio, training rows with anomalies, 64 x 2 network,
+        AUROC 0.551 / 0.645 / 0.841 after 300 / 500 / 1000 steps with factor 1, 0.894 / 0.911 /
+        0.932 with factor 10).
+    lr_schedule : {"constant", "cosine"}
+        "cosine": the learning rate follows ``lr * (1 + cos(pi * step / n_steps)) / 2`` from
+        ``lr`` at the first step to 0 at the last (a short run ends on a settled model instead
+        of the last noisy update).
     seed : int
         Seeds negatives and positive batches when :func:`train` gets no ``seeds`` (the network
         is seeded by its creator).
@@ -68,6 +81,8 @@ class TrainConfig:
     lam: float = 100.0
     lr: float = 1e-3
     optimizer: str = "rmsprop"
+    bias_lr_factor: float = 1.0
+    lr_schedule: str = "constant"
     seed: int = 0
 
 
@@ -82,12 +97,64 @@ class TrainHistory:
     f_neg: list[float] = field(default_factory=list)
 
 
-def _optimizer(name: str, params, lr: float) -> torch.optim.Optimizer:
+class RMSprop:
+    """RMSprop as :class:`torch.optim.RMSprop` computes it with its defaults (``alpha = 0.99``,
+    ``eps = 1e-8``, no momentum, not centred): the same numbers, bit for bit (tested).
+
+    Written here because the first use of any ``torch.optim`` optimiser in a process imports
+    ``torch._dynamo`` (about 1.2 s on the 2-core CI machine), which was most of a default fit;
+    the update itself is five ``torch._foreach_*`` calls per parameter group.
+
+    ``param_groups``: list of dicts with ``params`` and ``lr`` (changed in place by schedules).
+    """
+
+    alpha = 0.99
+    eps = 1e-8
+
+    def __init__(self, groups: list[dict]) -> None:
+        self.param_groups = [dict(g, params=list(g["params"])) for g in groups]
+        self._square_avg = [[torch.zeros_like(p) for p in g["params"]]
+                            for g in self.param_groups]
+
+    def zero_grad(self) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        for group, avgs in zip(self.param_groups, self._square_avg):
+            pairs = [(p, a) for p, a in zip(group["params"], avgs) if p.grad is not None]
+            if not pairs:
+                continue
+            params = [p for p, _ in pairs]
+            square = [a for _, a in pairs]
+            grads = [p.grad for p in params]
+            torch._foreach_mul_(square, self.alpha)
+            torch._foreach_addcmul_(square, grads, grads, value=1 - self.alpha)
+            denom = torch._foreach_sqrt(square)
+            torch._foreach_add_(denom, self.eps)
+            torch._foreach_addcdiv_(params, grads, denom, value=-group["lr"])
+
+
+def _optimizer(name: str, model, lr: float, bias_factor: float):
+    """The optimiser over ``model``'s parameters, the biases (``model.biases()``, when the
+    network lists them) in their own group at ``lr * bias_factor``."""
+    params = list(model.parameters())
+    biases = {id(b) for b in getattr(model, "biases", list)()} if bias_factor != 1 else set()
+    groups = [{"params": [p for p in params if id(p) not in biases], "lr": lr}]
+    if biases:
+        groups.append({"params": [p for p in params if id(p) in biases],
+                       "lr": lr * bias_factor})
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr)
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr)
-    raise ValueError(f"optimizer must be 'rmsprop' or 'adam', got {name!r}")
+        opt = RMSprop(groups)
+    elif name == "adam":
+        opt = torch.optim.Adam(groups, lr=lr)
+    else:
+        raise ValueError(f"optimizer must be 'rmsprop' or 'adam', got {name!r}")
+    for group in opt.param_groups:
+        group["base_lr"] = group["lr"]
+    return opt
 
 
 def _stack_data(x: torch.Tensor | Sequence[torch.Tensor], n_models: int, d: int,
@@ -173,7 +240,12 @@ def train(
     data, offsets, lengths = _stack_data(x, n_models, d, device, dtype)
     bs = config.batch_size
     gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-    opt = _optimizer(config.optimizer, params, config.lr)
+    if not config.bias_lr_factor > 0:
+        raise ValueError(f"bias_lr_factor must be > 0, got {config.bias_lr_factor}")
+    opt = _optimizer(config.optimizer, model, config.lr, config.bias_lr_factor)
+    if config.lr_schedule not in ("constant", "cosine"):
+        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
+    cosine = config.lr_schedule == "cosine"
     histories = [TrainHistory() for _ in range(n_models)]
     # the Newton passes' input gradients by hand where the network offers it (fewer operations)
     manual = (getattr(model, "value_and_grad_with", None)
@@ -182,6 +254,10 @@ def train(
     bar = tqdm(range(config.n_steps), disable=not progress, desc=desc, leave=False)
     for step in bar:
         t = 0 if step < config.warmup_steps else config.n_newton_steps
+        if cosine:
+            decay = 0.5 * (1.0 + math.cos(math.pi * step / config.n_steps))
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * decay
         weights = model.weights()
         frozen = [w.detach() for w in weights]
         neg = newton_raphson_negatives(
@@ -197,7 +273,7 @@ def train(
             scores = model.forward_with(weights, batch)
             f_pos, f_neg = scores[:, :bs], scores[:, bs:]
             losses = hkr_loss(f_pos, f_neg, margin_t, config.lam)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             losses.sum().backward()
             opt.step()
         if step % log_every == 0 or step == config.n_steps - 1:
