@@ -61,8 +61,8 @@ class OCSDFDetector(BaseDetector):
         Target false-positive rate: ``threshold_`` from a held-out calibration split (20-50 %
         of the rows, which then do not train the network) instead of ``contamination``.
     width, depth, activation, margin, lam, n_steps, warmup_steps, batch_size, n_newton_steps, \
-learning_rate, lr_schedule, bias_lr_factor, domain, domain_size, standardize, random_state, device, \
-n_threads, verbose, trim
+learning_rate, lr_schedule, bias_lr_factor, domain, domain_size, standardize, random_state, \
+device, n_threads, verbose, trim
         Passed unchanged to :class:`ocsdf.OCSDF` (same defaults; ``margin="auto"`` is the
         label-free rule: 0.05 x the median nearest-neighbour distance in standardised units).
         ``trim`` (e.g. 0.1) refits without the lowest-scoring fraction of the training rows,

@@ -388,8 +388,8 @@ def fit_surface(
     The points are standardised with :class:`Frame` (one scale for all axes) and OCSDF is fitted
     with ``standardize=False`` on a box domain ``[-s, s]^3`` (``s = 5`` unless points reach
     beyond 3.3), margin "auto", lambda 100, batch 128, T = 4, RMSprop 1e-3
-    (:data:`SURFACE_TRAINING`), a tenth of the steps as warm-up. The surface level is the ``percentile``-th
-    percentile of ``f`` over the training points (paper: the first).
+    (:data:`SURFACE_TRAINING`), a tenth of the steps as warm-up. The surface level is the
+    ``percentile``-th percentile of ``f`` over the training points (paper: the first).
     """
     import copy
 

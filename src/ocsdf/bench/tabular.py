@@ -33,10 +33,10 @@ The tables are rewritten after each data set, so an interrupted run keeps what i
 from __future__ import annotations
 
 import argparse
-import shlex
 import functools
 import importlib.util
 import io
+import shlex
 import sys
 import time
 import warnings
