@@ -27,7 +27,7 @@ __all__ = ["register", "cmd_fit"]
 
 #: OCSDF's defaults of the options that leave them out, for the help text only (the CLI does not
 #: import the estimator to draw its help; a test checks that they agree).
-FIT_DEFAULTS = {"n_steps": 350, "width": 64, "depth": 2}
+FIT_DEFAULTS = {"n_steps": 1000, "width": 128, "depth": 3}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
