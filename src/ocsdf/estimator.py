@@ -257,7 +257,7 @@ class OCSDF(OutlierMixin, BaseEstimator):
     -----
     A faster configuration, ``OCSDF(width=64, depth=2, n_steps=350, warmup_steps=35,
     learning_rate=2e-3, bias_lr_factor=5)``, fits about 8 x faster (ADBench cardio on one CPU
-    thread: 0.54 s against 4.3 s, 9.7 x an IsolationForest fit) and ranks as well on six ADBench
+    thread: 0.52 s against 4.3 s, 9.8 x an IsolationForest fit) and ranks as well on six ADBench
     sets and on 2 seeds of the 19, but over 5 seeds of the 19 sets it loses 1.7 points of mean
     AUROC on training rows that hold anomalies (83.96 against 85.68 %) and 0.7 on clean ones
     (90.68 against 91.35 %; ``docs/results/defaults_speed/``), so it is not the default.
