@@ -239,3 +239,22 @@ def test_parallel_run_keeps_the_data_sets_that_finish(wine, tmp_path):
             baselines=[], ocsdf_params=TINY, data_dir=tmp_path, n_jobs=2,
             on_dataset=lambda rows, s: seen.append(s["datasets_done"]))
     assert seen == [["wine"]]
+
+
+def test_set_and_cover_options_reach_ocsdf_and_the_command():
+    parser = argparse.ArgumentParser()
+    tabular.register(parser.add_subparsers())
+    args = parser.parse_args(["tabular", "--set", "width=64", "--set", "learning_rate=0.002",
+                              "--set", "lr_schedule=cosine", "--cover", "--trim", "0.1"])
+    assert tabular._ocsdf_params(args) == {"width": 64, "learning_rate": 0.002,
+                                           "lr_schedule": "cosine", "standardize": "cover",
+                                           "trim": 0.1}
+    text = tabular.command_text(args)
+    assert text.endswith("--set width=64 --set learning_rate=0.002 --set lr_schedule=cosine")
+    assert "--cover" in text and "--trim 0.1" in text
+    assert tabular._ocsdf_params(parser.parse_args(["tabular"])) is None
+    for bad in ("widht=3", "width"):
+        with pytest.raises(ValueError, match="NAME=VALUE with NAME one of"):
+            tabular._parse_set(bad)
+    words = tabular._training_text({"bias_lr_factor": 5.0, "learning_rate": 0.002})
+    assert "RMSprop lr 0.002 (5 x for the biases)" in words and "T = 4" in words
