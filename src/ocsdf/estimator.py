@@ -411,12 +411,13 @@ class OCSDF(OutlierMixin, BaseEstimator):
     def _standardise(self, X_tr: np.ndarray, seed: int) -> np.ndarray:
         """Fit the standardisation and the margin on ``X_tr`` (raw, (n, d)); sets ``mean_``,
         ``scale_`` and ``margin_`` and returns the standardised rows."""
+        domain = self._domain()
         std = Standardizer.fit(X_tr, enabled=bool(self.standardize))
         if self.standardize == "cover":
-            std = std.covering(X_tr, self._domain())
+            std = std.covering(X_tr, domain)
         self.mean_, self.scale_ = std.mean, std.scale
         z = std.transform(X_tr)
-        outside = self._domain().distance_outside(torch.as_tensor(z)).numpy() > 0
+        outside = domain.distance_outside(torch.as_tensor(z)).numpy() > 0
         self.n_outside_domain_ = int(outside.sum())
         if self.n_outside_domain_:
             warnings.warn(_outside_message(self, X_tr, z, outside), DomainWarning, stacklevel=5)

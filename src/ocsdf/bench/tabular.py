@@ -769,7 +769,8 @@ def _parse_set(item: str) -> tuple[str, object]:
 def _training_text(params: dict | None = None) -> str:
     """OCSDF's training hyper-parameters in words (for the table notes): the defaults with
     ``params`` over them."""
-    d = OCSDF(**{k: v for k, v in (params or {}).items() if k in OCSDF().get_params()})
+    known = OCSDF().get_params()
+    d = OCSDF(**{**known, **{k: v for k, v in (params or {}).items() if k in known}})
     text = (f"batch {d.batch_size}, T = {d.n_newton_steps}, lambda = {d.lam:g}, RMSprop lr "
             f"{d.learning_rate:g}")
     if d.bias_lr_factor != 1:

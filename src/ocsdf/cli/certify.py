@@ -55,10 +55,8 @@ def cmd_certify(args: argparse.Namespace) -> int:
     from ..plot import robustness_plot
 
     model = OCSDF.load(args.model, device=args.device)
-    xn, ignored_n = read_for_model(model, args.normal, args.columns, args.model,
-                                   header=args.header)
-    xa, ignored_a = read_for_model(model, args.anomalous, args.columns, args.model,
-                                   header=args.header)
+    xn, ignored_n = read_for_model(model, args.normal, args)
+    xa, ignored_a = read_for_model(model, args.anomalous, args)
     eps = np.asarray(args.eps)
     units = "raw feature units" if args.space == "raw" else "standardised units"
     cert = model.certified_auroc(as_model_input(model, xn), as_model_input(model, xa), eps,

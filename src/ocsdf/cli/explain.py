@@ -51,8 +51,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from ..explain import explain
 
     model = OCSDF.load(args.model, device=args.device)
-    X, ignored = read_for_model(model, args.data, args.columns, args.model,
-                               header=args.header, allow_empty=True)
+    X, ignored = read_for_model(model, args.data, args, allow_empty=True)
     data = as_model_input(model, X)
     ex = explain(model, data, top=args.top, max_features=args.max_features,
                  max_steps=args.max_steps)

@@ -145,15 +145,16 @@ def add_model_rows(p: argparse.ArgumentParser, files: dict[str, str],
 def read_for_model(
     model,
     path: str,
-    columns: Sequence[str] | None,
-    model_dir: str,
+    args: argparse.Namespace,
     exclude: Sequence[str] = (),
     allow_empty: bool = False,
-    header: bool | None = None,
     labels_option: str | None = None,
 ) -> tuple[np.ndarray, list[str]]:
     """Rows of ``path`` as the (n, d) float64 array (raw units) that ``model`` expects, and the
     names of the file's columns left out because the model does not use them.
+
+    ``args`` holds the options :func:`add_model_rows` defines: ``columns``, ``model`` (the
+    model folder, named in errors) and ``header``.
 
     With no ``columns``, a file with a header and a model fitted with feature names gives the
     model's columns by name (in the model's order); otherwise every column but ``exclude`` (a
@@ -168,7 +169,8 @@ def read_for_model(
     """
     from ..io import load_table, select_numeric
 
-    table = load_table(path, allow_empty=allow_empty, header=header)
+    columns, model_dir = args.columns, args.model
+    table = load_table(path, allow_empty=allow_empty, header=args.header)
     present = [str(c) for c in table.frame.columns]
     model_names = getattr(model, "feature_names_in_", None)
     ignored: list[str] = []

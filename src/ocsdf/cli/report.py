@@ -57,8 +57,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.labels is not None:
         labels, name = _read_labels(args.data, args.labels, args.header)
         exclude = (name,)
-    X, ignored = read_for_model(model, args.data, args.columns, args.model, exclude=exclude,
-                                header=args.header,
+    X, ignored = read_for_model(model, args.data, args, exclude=exclude,
                                 labels_option="--labels" if args.labels is None else None)
     title = args.title or f"OCSDF report: {Path(args.model).name} on {Path(args.data).name}"
     report = Report(model, as_model_input(model, X), labels=labels, top_rows=args.top_rows,

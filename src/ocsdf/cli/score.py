@@ -36,8 +36,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from ..estimator import OCSDF
 
     model = OCSDF.load(args.model, device=args.device)
-    X, ignored = read_for_model(model, args.data, args.columns, args.model,
-                               header=args.header)
+    X, ignored = read_for_model(model, args.data, args)
     score = model.score_samples(as_model_input(model, X))
     decision = score - model.offset_
     label = np.where(decision >= 0, 1, -1)

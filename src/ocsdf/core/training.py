@@ -85,6 +85,13 @@ class TrainConfig:
     lr_schedule: str = "constant"
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not self.bias_lr_factor > 0:
+            raise ValueError(f"bias_lr_factor must be > 0, got {self.bias_lr_factor}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(
+                f"lr_schedule must be 'constant' or 'cosine', got {self.lr_schedule!r}")
+
 
 @dataclass
 class TrainHistory:
@@ -240,11 +247,7 @@ def train(
     data, offsets, lengths = _stack_data(x, n_models, d, device, dtype)
     bs = config.batch_size
     gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
-    if not config.bias_lr_factor > 0:
-        raise ValueError(f"bias_lr_factor must be > 0, got {config.bias_lr_factor}")
     opt = _optimizer(config.optimizer, model, config.lr, config.bias_lr_factor)
-    if config.lr_schedule not in ("constant", "cosine"):
-        raise ValueError(f"lr_schedule must be 'constant' or 'cosine', got {config.lr_schedule!r}")
     cosine = config.lr_schedule == "cosine"
     histories = [TrainHistory() for _ in range(n_models)]
     # the Newton passes' input gradients by hand where the network offers it (fewer operations)
