@@ -2,7 +2,8 @@
 
 Learns the signed distance to the support of normal data with a 1-Lipschitz network (OCSDF,
 Béthune et al., ICML 2023). Public API: :class:`OCSDF` and :func:`fit_many` (scikit-learn
-estimator), :class:`Scorer` (the fitted score every face uses), and from the core
+estimator), :class:`KNNDistance` (the certified nearest-neighbour reference, same API),
+:class:`Scorer` (the fitted score every face uses), and from the core
 (:mod:`ocsdf.core`): :func:`hkr_loss`, :func:`lipschitz_bound`, :func:`export`,
 :func:`make_mlp`, :func:`newton_raphson_negatives`.
 
@@ -21,10 +22,12 @@ from .errors import InputError, ModelFileError
 if TYPE_CHECKING:
     from .core import Scorer, export, hkr_loss, lipschitz_bound, make_mlp, newton_raphson_negatives
     from .estimator import OCSDF, fit_many
+    from .knn import KNNDistance
 
 #: Public name -> the module that defines it.
 _LAZY = {
     "OCSDF": "estimator",
+    "KNNDistance": "knn",
     "fit_many": "estimator",
     "Scorer": "core",
     "export": "core",
@@ -37,6 +40,7 @@ _LAZY = {
 __all__ = [
     "OCSDF",
     "InputError",
+    "KNNDistance",
     "ModelFileError",
     "Scorer",
     "__version__",

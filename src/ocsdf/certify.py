@@ -29,8 +29,9 @@ __all__ = [
 
 
 def _scorer(model) -> Scorer:
-    """The fitted :class:`~ocsdf.Scorer` of ``model`` (an estimator's ``scorer_``, or a scorer)."""
-    return model if isinstance(model, Scorer) else model.scorer_
+    """The fitted scorer of ``model``: an estimator's ``scorer_`` (a :class:`~ocsdf.Scorer` or
+    :class:`~ocsdf.knn.KNNScorer`), or such a scorer itself."""
+    return model.scorer_ if hasattr(model, "scorer_") else model
 
 
 def lipschitz_in(model, space: str = "raw") -> float:

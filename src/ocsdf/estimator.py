@@ -112,7 +112,8 @@ def _validate(estimator: OCSDF, X, reset: bool) -> np.ndarray:
 
         bad = [str(c) for c, t in zip(X.columns, X.dtypes) if not is_numeric_dtype(t)]
         if bad:
-            raise InputError(f"non-numeric columns: {bad}; OCSDF needs numeric features")
+            raise InputError(f"non-numeric columns: {bad}; {type(estimator).__name__} needs "
+                             "numeric features")
     try:
         return validate_data(
             estimator, X, reset=reset, dtype=np.float64, ensure_min_samples=2 if reset else 1
