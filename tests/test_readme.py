@@ -18,7 +18,7 @@ def _python_blocks() -> list[str]:
 
 def test_readme_has_the_examples_this_test_runs():
     blocks = _python_blocks()
-    assert len(blocks) == 5
+    assert len(blocks) == 6
     assert "OCSDF(" in blocks[0] and "InferenceSession" in blocks[-1]
 
 
@@ -37,3 +37,4 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     assert ns["label"].shape == (5,) and np.all(ns["radius"] >= 0)
     assert (tmp_path / "moons-model" / "model.safetensors").is_file()
     assert len(ns["models"]) == 2 and ns["ex"].x_star.shape == (10, 2)
+    assert ns["image_model"].image_shape_ == (1, 8, 8)

@@ -303,6 +303,11 @@ def to_onnx(model, path: str | os.PathLike, opset: int = 17, dtype: str = "float
         When the ``onnx`` package is missing (``pip install 'ocsdf[deploy]'``).
     """
     scorer = _fitted_scorer(model)
+    from .core.scorer import is_image_network
+
+    if is_image_network(scorer.net):
+        raise ValueError("ONNX export of image (convolutional) models is not available yet; "
+                         "save the model (OCSDF.save) and score it with ocsdf instead")
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
     if not isinstance(opset, int) or opset < 13:

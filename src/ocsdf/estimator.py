@@ -16,6 +16,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .core.conv import LipschitzConvNet
 from .core.domain import Standardizer, make_domain
 from .core.nn import make_mlp
 from .core.runtime import torch_device, torch_threads
@@ -74,8 +75,19 @@ def _outside_message(estimator: OCSDF, X: np.ndarray, z: np.ndarray, outside: np
 
 def _check_X(estimator: OCSDF, X, reset: bool) -> np.ndarray:
     """Validate ``X`` like scikit-learn, with messages that name the problem; then check that
-    its values are in the range scores are computed for (:data:`Z_MAX`)."""
-    X = _validate(estimator, X, reset)
+    its values are in the range scores are computed for (:data:`Z_MAX`). Image arrays
+    ``(n, H, W)`` / ``(n, C, H, W)`` are flattened to rows first (:func:`_image_rows`)."""
+    X = _validate(estimator, _image_rows(estimator, X, reset), reset)
+    if reset and getattr(estimator, "image_shape_", None) is not None:
+        shape = estimator.image_shape_
+        if X.shape[1] != int(np.prod(shape)):
+            raise InputError(f"image_shape={tuple(shape)} needs {int(np.prod(shape))} "
+                             f"features (C x H x W), got {X.shape[1]}")
+        lo, hi = float(X.min()), float(X.max())
+        if lo < 0 or hi > 1:
+            raise InputError(f"image pixels must lie in [0, 1] (the domain B is the pixel "
+                             f"box), got values in [{lo:.3g}, {hi:.3g}]; divide 8-bit images "
+                             "by 255")
     with np.errstate(over="ignore", invalid="ignore"):
         if reset:
             spread = np.std(X, axis=0) + np.abs(np.mean(X, axis=0))
@@ -97,6 +109,36 @@ def _check_X(estimator: OCSDF, X, reset: bool) -> np.ndarray:
                     f"training mean, beyond the {Z_MAX:.0e} up to which scores are computed "
                     f"({int(bad.any(axis=1).sum())} such rows); such a row is anomalous by any "
                     "measure: drop it or clip it")
+    return X
+
+
+def _image_rows(estimator, X, reset: bool):
+    """Images to rows for estimators that take them (``OCSDF``): an array of ``(n, H, W)``
+    (one channel) or ``(n, C, H, W)`` images becomes ``(n, C * H * W)`` rows (C-order, as
+    ``reshape``). At fit (``reset``) sets ``image_shape_`` (``(C, H, W)``, from the array or
+    the ``image_shape`` parameter, else None); when scoring, image arrays must match it.
+    Anything else is returned unchanged."""
+    if not hasattr(estimator, "image_shape"):
+        return X
+    ndim = getattr(X, "ndim", None)
+    given = estimator.image_shape
+    if ndim in (3, 4):
+        shape = tuple(int(v) for v in (X.shape[1:] if ndim == 4 else (1, *X.shape[1:])))
+        if reset:
+            if given is not None and tuple(given) != shape:
+                raise InputError(f"images of shape {shape} (C, H, W) but image_shape="
+                                 f"{tuple(given)}")
+            estimator.image_shape_ = shape
+        elif getattr(estimator, "image_shape_", None) != shape:
+            fitted = getattr(estimator, "image_shape_", None)
+            raise InputError(f"images of shape {shape} (C, H, W), but the model was fitted on "
+                             + (f"images of shape {tuple(fitted)}" if fitted else "rows"))
+        return np.asarray(X).reshape(len(X), -1)
+    if ndim is not None and ndim > 4:
+        raise InputError(f"X must be rows (n, d) or images (n, H, W) / (n, C, H, W), got "
+                         f"{ndim} dimensions")
+    if reset:
+        estimator.image_shape_ = None if given is None else tuple(int(v) for v in given)
     return X
 
 
@@ -222,6 +264,23 @@ class OCSDF(OutlierMixin, BaseEstimator):
         setting.
     verbose : bool, default False
         Show a progress bar during ``fit``.
+    image_shape : (C, H, W) or None, default None
+        Rows are flattened images of this shape (C-order, as ``reshape``). Not needed for image
+        arrays: ``fit`` on an ``(n, H, W)`` or ``(n, C, H, W)`` array infers it. For images,
+        pixels must lie in [0, 1]: B is the pixel box ``[0, 1]^(C H W)``, pixels are not
+        standardised (``domain`` and ``standardize`` do not apply; "cover" is refused), the
+        score is ``f`` alone (no clip to B: valid images sit on its boundary), and radii and
+        ``eps`` are l2 norms in [0, 1] pixel units (``space="raw"`` and "standardized" agree).
+    network : {"auto", "dense", "conv"}, default "auto"
+        "auto": a convolutional network for images, the dense network otherwise. "dense" on
+        images trains the dense network on the flattened pixels.
+    channels : tuple of even int, default (8, 16, 16)
+        Convolutional network only: output channels of each stage (3 x 3 orthogonal
+        convolutions with circular padding, GroupSort2 over channels, a pixel unshuffle
+        halving H and W before every stage but the first), followed by ``depth`` dense
+        layers of ``width`` units (:class:`~ocsdf.core.conv.LipschitzConvNet`). Its
+        ``lipschitz_`` is the FFT bound of each convolution times the spectral norms of the
+        dense layers (:func:`~ocsdf.core.conv.sequential_lipschitz_bound`).
 
     Attributes
     ----------
@@ -253,6 +312,8 @@ class OCSDF(OutlierMixin, BaseEstimator):
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when fitted on a DataFrame with string column names.
+    image_shape_ : (C, H, W) or None
+        The image shape of the training rows (None for tabular data).
 
     Notes
     -----
@@ -312,6 +373,9 @@ class OCSDF(OutlierMixin, BaseEstimator):
         "device": [str, torch.device],
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
         "verbose": ["verbose"],
+        "image_shape": [tuple, list, None],
+        "network": [StrOptions({"auto", "dense", "conv"})],
+        "channels": [tuple, list],
     }
 
     def __init__(
@@ -340,6 +404,9 @@ class OCSDF(OutlierMixin, BaseEstimator):
         device: str = "cpu",
         n_threads: int | None = 1,
         verbose: bool = False,
+        image_shape: tuple[int, int, int] | None = None,
+        network: str = "auto",
+        channels: tuple[int, ...] = (8, 16, 16),
     ) -> None:
         self.width = width
         self.depth = depth
@@ -364,6 +431,9 @@ class OCSDF(OutlierMixin, BaseEstimator):
         self.device = device
         self.n_threads = n_threads
         self.verbose = verbose
+        self.image_shape = image_shape
+        self.network = network
+        self.channels = channels
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self) -> None:
@@ -376,6 +446,15 @@ class OCSDF(OutlierMixin, BaseEstimator):
         if self.standardize == "cover" and self.domain == "unit":
             raise ValueError("standardize='cover' needs domain 'box' or 'ball' (the pixel box "
                              "'unit' is used with raw features: standardize=False)")
+        if self.image_shape is not None and (
+                len(self.image_shape) != 3 or any(int(v) < 1 for v in self.image_shape)):
+            raise ValueError(f"image_shape must be (C, H, W) of positive ints, got "
+                             f"{self.image_shape!r}")
+        if not self.channels or any(int(c) < 2 or int(c) % 2 for c in self.channels):
+            raise ValueError(f"channels must be even ints >= 2, got {self.channels!r}")
+        if self.network == "conv" and self.activation != "groupsort2":
+            raise ValueError("network='conv' uses GroupSort2 activations (activation="
+                             f"'groupsort2'), got activation={self.activation!r}")
         torch_device(self.device)
 
     # ------------------------------------------------------------------ fitting
@@ -384,8 +463,9 @@ class OCSDF(OutlierMixin, BaseEstimator):
 
         Parameters
         ----------
-        X : array-like, shape (n_samples, n_features)
-            Numeric, finite, at least 2 rows. Raw units; standardised internally.
+        X : array-like, shape (n_samples, n_features), or images (n, H, W) / (n, C, H, W)
+            Numeric, finite, at least 2 rows. Raw units; standardised internally (images:
+            pixels in [0, 1], not standardised; see ``image_shape``).
         y : ignored
 
         Returns
@@ -404,6 +484,12 @@ class OCSDF(OutlierMixin, BaseEstimator):
         """
         self._validate_params()
         X = _check_X(self, X, reset=True)
+        if self._is_image() and self.standardize == "cover":
+            raise InputError("standardize='cover' does not apply to images (pixels are not "
+                             "standardised; B is the pixel box)")
+        if self.network == "conv" and not self._is_image():
+            raise InputError("network='conv' needs images: (n, H, W) or (n, C, H, W) arrays, "
+                             "or rows with image_shape=(C, H, W)")
         torch_device(self.device)
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         X_tr, X_cal = self._calibration_split(X, seed)
@@ -413,7 +499,7 @@ class OCSDF(OutlierMixin, BaseEstimator):
         """Fit the standardisation and the margin on ``X_tr`` (raw, (n, d)); sets ``mean_``,
         ``scale_`` and ``margin_`` and returns the standardised rows."""
         domain = self._domain()
-        std = Standardizer.fit(X_tr, enabled=bool(self.standardize))
+        std = Standardizer.fit(X_tr, enabled=bool(self.standardize) and not self._is_image())
         if self.standardize == "cover":
             std = std.covering(X_tr, domain)
         self.mean_, self.scale_ = std.mean, std.scale
@@ -494,14 +580,44 @@ class OCSDF(OutlierMixin, BaseEstimator):
         idx = np.random.default_rng(seed).permutation(len(X))
         return X[idx[n_cal:]], X[idx[:n_cal]]
 
+    def _is_image(self) -> bool:
+        """Whether the model was fitted on images (``image_shape_`` set by ``fit``)."""
+        return getattr(self, "image_shape_", None) is not None
+
+    def _domain_kind(self) -> str:
+        """``domain``, or "unit" (the pixel box) for images."""
+        return "unit" if self._is_image() else self.domain
+
     def _domain(self):
-        return make_domain(self.domain, self.domain_size)
+        return make_domain(self._domain_kind(), self.domain_size)
 
     def _scorer(self, net: torch.nn.Sequential) -> Scorer:
         """The fitted score of an exported network ``net`` with this estimator's
         standardisation and domain (``min(f, sdf_B)`` except for the pixel box)."""
         return Scorer(net, self.mean_, self.scale_, self._domain(),
-                      clip_to_domain=self.domain != "unit")
+                      clip_to_domain=self._domain_kind() != "unit")
+
+    def _make_network(self, n_models: int, seeds: Sequence[int]):
+        """The network to train: :class:`~ocsdf.core.conv.LipschitzConvNet` for images (unless
+        ``network="dense"``; one model at a time), else ``M`` stacked dense networks."""
+        kind = self.network if self.network != "auto" else (
+            "conv" if self._is_image() else "dense")
+        if kind == "conv":
+            if n_models != 1:
+                raise InputError("convolutional networks are fitted one model at a time: use "
+                                 "OCSDF.fit per data set, or network='dense' with fit_many")
+            try:
+                return LipschitzConvNet(self.image_shape_, channels=tuple(self.channels),
+                                        dense=(int(self.width),) * int(self.depth),
+                                        seed=int(seeds[0]))
+            except ValueError as err:
+                raise InputError(
+                    f"images of shape {tuple(self.image_shape_)} and channels="
+                    f"{tuple(self.channels)} ({len(self.channels)} stages, each after the "
+                    f"first halving H and W): {err}; give fewer stages, e.g. channels="
+                    f"{tuple(self.channels[:-1]) or (8,)}") from None
+        return make_mlp(self.n_features_in_, int(self.width), int(self.depth),
+                        self.activation, n_models=n_models, seeds=seeds)
 
     def _set_scorer(self, scorer: Scorer) -> None:
         """Make ``scorer`` the fitted model (``mean_`` and ``scale_`` are its standardisation;
@@ -705,6 +821,9 @@ class OCSDF(OutlierMixin, BaseEstimator):
         from .persistence import read_model
 
         params, fitted, scorer = read_model(path, device=device)
+        for key in ("channels", "image_shape"):  # JSON stores the tuples as lists
+            if isinstance(params.get(key), list):
+                params[key] = tuple(params[key])
         try:
             model = cls(**{**params, "device": device})
         except TypeError as err:
@@ -713,6 +832,7 @@ class OCSDF(OutlierMixin, BaseEstimator):
         model.offset_ = fitted["offset"]
         model.margin_ = fitted["margin"]
         model.n_features_in_ = fitted["n_features_in"]
+        model.image_shape_ = fitted.get("image_shape")
         for key, attr in (("fit_time_s", "fit_time_"), ("calibration_scores",
                           "calibration_scores_"), ("feature_names_in", "feature_names_in_")):
             if fitted.get(key) is not None:
@@ -769,7 +889,7 @@ def _fit_estimators(ests: Sequence[OCSDF], X_list: Sequence, progress: bool, des
     prepared = []
     for est, X in zip(ests, X_list):
         seed, X_tr, X_cal, z = est._prepare_fit(X)
-        if est.n_features_in_ != first.n_features_in_:
+        if est.n_features_in_ != first.n_features_in_ or est._is_image() != first._is_image():
             raise InputError(f"every data set needs {first.n_features_in_} features, got "
                              f"{est.n_features_in_}")
         # The same input object without a calibration split gives the same z: store it once.
@@ -785,8 +905,7 @@ def _fit_estimators(ests: Sequence[OCSDF], X_list: Sequence, progress: bool, des
     domain = first._domain()
 
     def train_all(data: list[torch.Tensor], what: str) -> tuple[list[Scorer], list]:
-        net = make_mlp(first.n_features_in_, int(first.width), int(first.depth),
-                       first.activation, n_models=len(ests), seeds=seeds).to(device)
+        net = first._make_network(len(ests), seeds).to(device)
         with torch_threads(first.n_threads):
             histories = train(net, data, domain, config, margins=[e.margin_ for e in ests],
                               seeds=seeds, progress=progress, desc=desc + what)

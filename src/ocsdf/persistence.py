@@ -67,6 +67,8 @@ def save_model(model: OCSDF, path: str | Path) -> Path:
             [str(c) for c in model.feature_names_in_]
             if hasattr(model, "feature_names_in_") else None
         ),
+        "image_shape": (None if getattr(model, "image_shape_", None) is None
+                        else [int(v) for v in model.image_shape_]),
     }
     params = model.get_params()
     if not isinstance(params["random_state"], int | type(None)):
@@ -137,6 +139,10 @@ def read_model(path: str | Path, device: str = "cpu") -> tuple[dict, dict, Score
                                                       dtype=np.float64)
         if fitted.get("feature_names_in") is not None:
             fitted["feature_names_in"] = np.asarray(fitted["feature_names_in"], dtype=object)
+        if fitted.get("image_shape") is not None:
+            fitted["image_shape"] = tuple(int(v) for v in fitted["image_shape"])
+            if len(fitted["image_shape"]) != 3:
+                raise ValueError(f"image_shape {fitted['image_shape']} is not (C, H, W)")
     except (KeyError, TypeError, ValueError) as err:
         raise ModelFileError(f"{cfg_file} is missing or has a bad entry: {err}") from None
     try:

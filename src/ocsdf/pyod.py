@@ -62,12 +62,13 @@ class OCSDFDetector(BaseDetector):
         of the rows, which then do not train the network) instead of ``contamination``.
     width, depth, activation, margin, lam, n_steps, warmup_steps, batch_size, n_newton_steps, \
 learning_rate, lr_schedule, bias_lr_factor, domain, domain_size, standardize, random_state, \
-device, n_threads, verbose, trim
+device, n_threads, verbose, trim, image_shape, network, channels
         Passed unchanged to :class:`ocsdf.OCSDF` (same defaults; ``margin="auto"`` is the
         label-free rule: 0.05 x the median nearest-neighbour distance in standardised units).
         ``trim`` (e.g. 0.1) refits without the lowest-scoring fraction of the training rows,
         for training data that holds anomalies (PyOD's usual setting); see
-        ``docs/results/tabular_trim/tabular_ad.md``.
+        ``docs/results/tabular_trim/tabular_ad.md``. ``image_shape=(C, H, W)`` makes the rows
+        flattened images (pixels in [0, 1]): a convolutional network on the pixel box.
         OCSDF's ``contamination`` and ``calibration_size`` are not exposed: PyOD's
         ``contamination`` rule (or ``fpr``) sets ``threshold_``.
 
@@ -121,6 +122,9 @@ device, n_threads, verbose, trim
         verbose: bool = False,
         fpr: float | None = None,
         trim: float = 0.0,
+        image_shape: tuple[int, int, int] | None = None,
+        network: str = "auto",
+        channels: tuple[int, ...] = (8, 16, 16),
     ) -> None:
         # BaseDetector only stores ``contamination`` (and rejects one outside (0, 0.5]).
         super().__init__(contamination=contamination)
@@ -145,6 +149,9 @@ device, n_threads, verbose, trim
         self.verbose = verbose
         self.fpr = fpr
         self.trim = trim
+        self.image_shape = image_shape
+        self.network = network
+        self.channels = channels
 
     def _make_estimator(self) -> OCSDF:
         """The wrapped OCSDF with this detector's hyper-parameters (threshold left to PyOD)."""

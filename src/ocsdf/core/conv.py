@@ -590,6 +590,12 @@ class LipschitzConvNet(nn.Module):
         plain.requires_grad_(False)
         return plain.eval()
 
+    def export_all(self, dtype: torch.dtype = torch.float32,
+                   indices: Sequence[int] | None = None) -> list[nn.Sequential]:
+        """``[export(0, dtype)]`` (one model), as :meth:`LipschitzMLP.export_all
+        <ocsdf.core.nn.LipschitzMLP.export_all>`."""
+        return [self.export(i, dtype) for i in (range(1) if indices is None else indices)]
+
     def lipschitz_bounds(self) -> list[float]:
         """``[bound]``: :func:`sequential_lipschitz_bound` of the float64 export (the weights
         used, cast exactly), at the real input size."""

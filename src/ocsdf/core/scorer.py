@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from .conv import ChannelGroupSort2, sequential_lipschitz_bound
 from .domain import Ball, Box, Domain
-from .nn import FullSort, GroupSort2, lipschitz_bound, plain_network
+from .nn import FullSort, GroupSort2, _Squeeze, lipschitz_bound, plain_network
 
-__all__ = ["Scorer", "Z_MAX"]
+__all__ = ["Scorer", "Z_MAX", "is_image_network", "network_lipschitz_bound"]
 
 _ACTIVATION_NAMES = {GroupSort2: "groupsort2", FullSort: "fullsort"}
 
@@ -77,7 +78,7 @@ class Scorer:
                              f"{scale.shape}")
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "scale", scale)
-        bound = lipschitz_bound(self.net)
+        bound = network_lipschitz_bound(self.net, mean.shape[0])
         object.__setattr__(self, "lipschitz", max(bound, 1.0) if self.clip_to_domain else bound)
         dev = self.device
         object.__setattr__(self, "_mean_t", torch.as_tensor(mean, device=dev))
@@ -144,6 +145,9 @@ class Scorer:
     def layers(self) -> list[tuple[str, object]]:
         """The network as ``[("linear", (W, b)), ("groupsort2", None) | ("fullsort", None),
         ...]``, float64 NumPy arrays, in order (for ONNX and other exports)."""
+        if is_image_network(self.net):
+            raise NotImplementedError("convolutional (image) networks have no dense layer list "
+                                      "(ONNX export of image models is not available yet)")
         out: list[tuple[str, object]] = []
         for layer in self.net:
             if isinstance(layer, nn.Linear):
@@ -155,7 +159,15 @@ class Scorer:
 
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """``(tensors, meta)``: every number scoring uses (CPU tensors, their own dtype) and a
-        JSON-able description; :meth:`from_state` rebuilds the identical scorer."""
+        JSON-able description; :meth:`from_state` rebuilds the identical scorer. Dense networks
+        are described by ``n_layers`` and ``activation``; image networks by a ``layers`` list
+        of layer descriptions (:func:`_layer_specs`)."""
+        if is_image_network(self.net):
+            tensors, specs = _layer_specs(self.net)
+            tensors["mean"] = torch.from_numpy(self.mean.copy())
+            tensors["scale"] = torch.from_numpy(self.scale.copy())
+            return tensors, {"layers": specs, "domain": _domain_meta(self.domain),
+                             "clip_to_domain": bool(self.clip_to_domain)}
         acts = {_ACTIVATION_NAMES[type(m)] for m in self.net if type(m) in _ACTIVATION_NAMES}
         tensors = {"mean": torch.from_numpy(self.mean.copy()),
                    "scale": torch.from_numpy(self.scale.copy())}
@@ -177,6 +189,11 @@ class Scorer:
         """The scorer :meth:`state` described, on ``device`` (values copied exactly).
 
         Raises KeyError / ValueError for missing or inconsistent entries."""
+        if "layers" in meta:
+            net = _network_from_specs(tensors, meta["layers"]).to(device)
+            mean, scale = tensors["mean"].double().numpy(), tensors["scale"].double().numpy()
+            return cls(net, mean, scale, _domain_from_meta(meta["domain"]),
+                       bool(meta["clip_to_domain"]))
         n = int(meta["n_layers"])
         ws = [tensors[f"layers.{i}.weight"] for i in range(n)]
         bs = [tensors[f"layers.{i}.bias"] for i in range(n)]
@@ -193,6 +210,102 @@ class Scorer:
                              f"{ws[0].shape[1]} features")
         return cls(net, mean, scale, _domain_from_meta(meta["domain"]),
                    bool(meta["clip_to_domain"]))
+
+
+def is_image_network(net: nn.Sequential) -> bool:
+    """Whether ``net`` is an exported image network (it starts by unflattening rows into
+    ``(C, H, W)`` images, :meth:`~ocsdf.core.conv.LipschitzConvNet.export`)."""
+    return len(net) > 0 and type(net[0]) is nn.Unflatten
+
+
+def network_lipschitz_bound(net: nn.Sequential, n_features: int) -> float:
+    """Sound l2 bound of an exported network on rows of ``n_features``: the FFT and SVD bound
+    of :func:`~ocsdf.core.conv.sequential_lipschitz_bound` for image networks, the product of
+    spectral norms of :func:`~ocsdf.core.nn.lipschitz_bound` for dense ones. Both raise for a
+    layer they do not know."""
+    if is_image_network(net):
+        return sequential_lipschitz_bound(net, (int(n_features),))
+    return lipschitz_bound(net)
+
+
+#: Layers without parameters in an image network, by the name stored in a model file.
+_PLAIN_LAYERS: dict[str, type[nn.Module]] = {
+    "channel_groupsort2": ChannelGroupSort2, "groupsort2": GroupSort2, "fullsort": FullSort,
+    "flatten": nn.Flatten, "squeeze": _Squeeze,
+}
+
+
+def _layer_specs(net: nn.Sequential) -> tuple[dict[str, torch.Tensor], list[dict]]:
+    """``(tensors, specs)`` describing an image network layer by layer: the weight and bias of
+    the ``i``-th layer with parameters as ``layers.{i}.weight`` / ``.bias`` (CPU, own dtype),
+    and one JSON-able dict per layer. Raises TypeError for a layer it cannot describe."""
+    names = {v: k for k, v in _PLAIN_LAYERS.items()}
+    tensors: dict[str, torch.Tensor] = {}
+    specs: list[dict] = []
+    for layer in net:
+        kind = type(layer)
+        if kind in (nn.Conv2d, nn.Linear):
+            i = sum(1 for sp in specs if "param" in sp)
+            tensors[f"layers.{i}.weight"] = layer.weight.detach().cpu().contiguous()
+            tensors[f"layers.{i}.bias"] = layer.bias.detach().cpu().contiguous()
+            if kind is nn.Linear:
+                specs.append({"type": "linear", "param": i})
+            else:
+                specs.append({"type": "conv2d", "param": i, "stride": list(layer.stride),
+                              "padding": list(layer.padding), "dilation": list(layer.dilation),
+                              "groups": int(layer.groups), "padding_mode": layer.padding_mode})
+        elif kind is nn.Unflatten:
+            specs.append({"type": "unflatten", "dim": int(layer.dim),
+                          "shape": [int(v) for v in layer.unflattened_size]})
+        elif kind is nn.PixelUnshuffle:
+            specs.append({"type": "pixel_unshuffle", "factor": int(layer.downscale_factor)})
+        elif kind is nn.Flatten:
+            specs.append({"type": "flatten", "start": int(layer.start_dim),
+                          "end": int(layer.end_dim)})
+        elif kind in names:
+            specs.append({"type": names[kind]})
+        else:
+            raise TypeError(f"cannot save a network holding a {kind.__name__} layer")
+    return tensors, specs
+
+
+def _network_from_specs(tensors: dict[str, torch.Tensor], specs: list[dict]) -> nn.Sequential:
+    """The frozen network :func:`_layer_specs` described (values copied exactly)."""
+    layers: list[nn.Module] = []
+    for sp in specs:
+        kind = sp["type"]
+        if kind in ("linear", "conv2d"):
+            i = int(sp["param"])
+            w, b = tensors[f"layers.{i}.weight"], tensors[f"layers.{i}.bias"]
+            if kind == "linear":
+                if w.dim() != 2:
+                    raise ValueError("a linear weight must be 2-D")
+                layer = nn.Linear(w.shape[1], w.shape[0], dtype=w.dtype)
+            else:
+                if w.dim() != 4:
+                    raise ValueError("a conv2d weight must be 4-D")
+                groups = int(sp["groups"])
+                layer = nn.Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]),
+                                  stride=tuple(sp["stride"]), padding=tuple(sp["padding"]),
+                                  dilation=tuple(sp["dilation"]), groups=groups,
+                                  padding_mode=str(sp["padding_mode"]), dtype=w.dtype)
+            with torch.no_grad():
+                layer.weight.copy_(w)
+                layer.bias.copy_(b)
+        elif kind == "unflatten":
+            layer = nn.Unflatten(int(sp["dim"]), tuple(int(v) for v in sp["shape"]))
+        elif kind == "pixel_unshuffle":
+            layer = nn.PixelUnshuffle(int(sp["factor"]))
+        elif kind == "flatten":
+            layer = nn.Flatten(int(sp["start"]), int(sp["end"]))
+        elif kind in _PLAIN_LAYERS:
+            layer = _PLAIN_LAYERS[kind]()
+        else:
+            raise ValueError(f"unknown layer type {kind!r}")
+        layers.append(layer)
+    net = nn.Sequential(*layers)
+    net.requires_grad_(False)
+    return net.eval()
 
 
 def _copy_net(net: nn.Sequential) -> nn.Sequential:
