@@ -17,7 +17,15 @@ import numpy as np
 from .errors import InputError
 
 __all__ = ["TOY_DATASETS", "make_toy", "find_data_dir", "load_adbench", "adbench_path",
-           "ADBENCH_FILES", "oc_split", "split_indices", "subsample_indices"]
+           "ADBENCH_FILES", "IMAGE_SETS", "load_images", "oc_split", "split_indices",
+           "subsample_indices"]
+
+#: Image sets of the shared data folder: name -> (file under it, description for tables).
+IMAGE_SETS = {
+    "mnist": ("mnist/mnist.npz", "MNIST, 60,000 training / 10,000 test images, 28 x 28"),
+    "cifar10": ("cifar10/cifar10.npz", "a CIFAR-10 subset (4,660 training / 846 test images, "
+                "32 x 32 x 3; see the shared data README), not the full set"),
+}
 
 _MIN_ANOMALIES = 10  # kept by a subsample when a set has that many
 
@@ -110,6 +118,34 @@ def load_adbench(
     f = adbench_path(name, data_dir)
     with np.load(f, allow_pickle=False) as npz:
         return npz["X"].astype(np.float64), npz["y"].astype(int).ravel()
+
+
+def load_images(name: str, data_dir: str | os.PathLike | None = None
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """An image set of :data:`IMAGE_SETS`: ``(x_train, y_train, x_test, y_test)``.
+
+    Images are float32 ``(n, C, H, W)`` with pixels in [0, 1] (8-bit values / 255; channels
+    first), labels int ``(n,)``. Raises ``InputError`` for an unknown name and
+    ``FileNotFoundError`` when no data folder is found or it lacks the file.
+    """
+    key = name.lower()
+    if key not in IMAGE_SETS:
+        raise InputError(f"unknown image set {name!r}; choose from {', '.join(IMAGE_SETS)}")
+    root = find_data_dir(data_dir)
+    if root is None:
+        raise FileNotFoundError("no benchmark data folder: pass --data-dir, set "
+                                "OCSDF_DATA_DIR, or provide ../shared/data")
+    f = root / IMAGE_SETS[key][0]
+    if not f.is_file():
+        raise FileNotFoundError(f"image set file not found: {f}")
+    out = []
+    with np.load(f, allow_pickle=False) as npz:
+        for part in ("train", "test"):
+            x = npz[f"x_{part}"]
+            x = x[:, None] if x.ndim == 3 else np.moveaxis(x, -1, 1)  # (n, C, H, W)
+            out += [np.ascontiguousarray(x, dtype=np.float32) / np.float32(255),
+                    npz[f"y_{part}"].astype(int).ravel()]
+    return out[0], out[1], out[2], out[3]
 
 
 def adbench_path(name: str, data_dir: str | os.PathLike | None = None) -> Path:

@@ -746,13 +746,16 @@ def command_text(args: argparse.Namespace) -> str:
 
 
 def _parse_set(item: str) -> tuple[str, object]:
-    """``"name=value"`` -> ``(name, value)`` with an int, float, bool or string value; the name
-    must be an OCSDF parameter (ValueError naming the known ones)."""
+    """``"name=value"`` -> ``(name, value)`` with an int, float, bool or string value, or a
+    tuple of them for a comma-separated value (``channels=8,16``); the name must be an OCSDF
+    parameter (ValueError naming the known ones)."""
     name, sep, text = item.partition("=")
     known = OCSDF().get_params()
     if not sep or name not in known:
         raise ValueError(f"--set {item!r}: expected NAME=VALUE with NAME one of "
                          f"{', '.join(sorted(known))}")
+    if "," in text:
+        return name, tuple(_parse_set(f"{name}={part}")[1] for part in text.split(","))
     value: object = text
     if text.lower() in ("true", "false"):
         value = text.lower() == "true"

@@ -24,7 +24,7 @@ __all__ = ["BENCH_MODULES", "COMMANDS", "build_parser", "import_optional", "main
 # Studies of ``ocsdf bench``: modules ``ocsdf.bench.NAME``, each with ``register(subparsers)``;
 # a name whose module is absent is skipped.
 BENCH_MODULES = ["speed", "defaults", "tabular", "robustness", "thresholds", "toy", "explain",
-                 "shapes"]
+                 "shapes", "images", "frontier"]
 # Top-level commands, in the order of ``ocsdf --help``: modules ``ocsdf.cli.NAME``.
 COMMANDS = ["fit", "score", "demo", "certify", "data", "export", "reconstruct", "explain",
             "report", "bench"]
