@@ -3,6 +3,11 @@
 Every problem with a file raises :class:`~ocsdf.errors.InputError` with a one-line message that
 names the file and the problem, so the command line can print it as it is. NaN and inf values
 are read as they are: the estimator (or the CLI) rejects them.
+
+Files are read whole (:func:`load_table`) or in chunks of rows (:func:`iter_table`, for
+:mod:`ocsdf.stream`); either way each :class:`Table` goes through the same checks
+(:func:`select_numeric`, :func:`select_for_model`, :func:`check_finite`), and a chunk's errors
+name rows by their number in the whole file (:attr:`Table.first_row`).
 """
 
 from __future__ import annotations
@@ -23,8 +28,8 @@ import pandas as pd
 
 from .errors import InputError
 
-__all__ = ["Table", "atomic_open", "load_table", "read_table", "select_numeric",
-           "write_csv_atomic"]
+__all__ = ["Table", "atomic_open", "check_finite", "iter_table", "load_table", "read_table",
+           "select_for_model", "select_numeric", "write_csv_atomic"]
 
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 NPZ_SUFFIXES = (".npz",)
@@ -60,6 +65,12 @@ class Table:
     suspect_delimiter : str or None
         Another delimiter the file seems to use, when the lines did not split evenly on any
         (a file mixing delimiters): errors about its columns then name it.
+    first_row : int
+        0-based number, among the file's data rows, of the frame's first row: 0 for a whole
+        file, the rows read before it for a chunk of :func:`iter_table`. Errors name data row
+        ``first_row + i + 1`` for the frame's row ``i``.
+    chunk : bool
+        True for a chunk of :func:`iter_table` (errors then say that counts are the chunk's).
     """
 
     frame: pd.DataFrame
@@ -69,6 +80,8 @@ class Table:
     delimiter: str | None = None
     decimal: str = "."
     suspect_delimiter: str | None = None
+    first_row: int = 0
+    chunk: bool = False
 
     def misread(self) -> str | None:
         """One line saying the file looks separated by another delimiter, or None."""
@@ -150,6 +163,89 @@ def load_table(
       ignored for NPZ and Parquet files.
     """
     path = Path(path)
+    suffix = _check_file(path)
+    if suffix in CSV_SUFFIXES:
+        table = _load_csv(path, _default_sep(suffix), header)
+    elif suffix in NPZ_SUFFIXES:
+        table = _load_npz(path)
+    else:
+        table = _load_parquet(path)
+    if table.frame.shape[1] == 0:
+        raise InputError(f"empty file: {path} has no columns")
+    if table.frame.shape[0] == 0:
+        if not allow_empty:
+            raise InputError(f"empty file: {path} has no data rows")
+        table = _empty_float_table(table)
+    return table
+
+
+def iter_table(
+    path: str | os.PathLike,
+    chunk_rows: int = 65_536,
+    header: bool | None = None,
+    allow_empty: bool = False,
+) -> Iterator[Table]:
+    """Read ``path`` as consecutive :class:`Table` chunks of at most ``chunk_rows`` rows.
+
+    The file is checked, and a CSV file's delimiter, decimal mark and header detected, as by
+    :func:`load_table`; the values are parsed by the same readers (pandas' CSV parser,
+    pyarrow for Parquet), so the chunks put together hold what :func:`load_table` reads.
+    Memory is bounded by the chunk size whatever the file size. Each chunk's
+    :attr:`Table.first_row` is the number of data rows before it, so the checks applied to it
+    name rows by their number in the whole file. An ``.npz`` file cannot be read in parts: it
+    comes as one table.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        ``.csv``/``.tsv``/``.txt``, ``.parquet``/``.pq`` or ``.npz``.
+    chunk_rows : int, default 65536
+        Rows per chunk (>= 1); a Parquet chunk may be shorter at the end of a row group.
+    header : bool or None
+        As for :func:`load_table` (CSV only; None detects it).
+    allow_empty : bool, default False
+        With no data rows, yield one zero-row table (float64 columns) instead of raising.
+
+    Yields
+    ------
+    Table
+        ``frame`` of shape (n_chunk, n_columns), 1 <= n_chunk <= chunk_rows (0 only for the
+        single table of an empty file with ``allow_empty``).
+
+    Raises
+    ------
+    InputError
+        As :func:`load_table`; a parse error further down the file is raised when its chunk is
+        read.
+    """
+    if int(chunk_rows) < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows!r}")
+    path = Path(path)
+    suffix = _check_file(path)
+    if suffix in CSV_SUFFIXES:
+        chunks = _iter_csv(path, _default_sep(suffix), header, int(chunk_rows))
+    elif suffix in NPZ_SUFFIXES:
+        chunks = iter([_load_npz(path)])
+    else:
+        chunks = _iter_parquet(path, int(chunk_rows))
+    n_rows, last = 0, None
+    for table in chunks:
+        if table.frame.shape[1] == 0:
+            raise InputError(f"empty file: {path} has no columns")
+        last = table
+        if len(table.frame) == 0:
+            continue
+        yield replace(table, first_row=n_rows)
+        n_rows += len(table.frame)
+    if n_rows == 0:
+        if last is None or not allow_empty:
+            raise InputError(f"empty file: {path} has no data rows")
+        yield _empty_float_table(last)
+
+
+def _check_file(path: Path) -> str:
+    """The lower-case suffix of an existing, non-empty data file ``path``; raises
+    :class:`InputError` for a missing file, a directory, an unknown extension or 0 bytes."""
     if not path.exists():
         raise InputError(f"file not found: {path}")
     if path.is_dir():
@@ -166,20 +262,18 @@ def load_table(
         raise InputError(f"cannot read {path}: {_one_line(err)}") from None
     if size == 0:
         raise InputError(f"empty file: {path} has 0 bytes")
-    if suffix in CSV_SUFFIXES:
-        table = _load_csv(path, "\t" if suffix == ".tsv" else ",", header)
-    elif suffix in NPZ_SUFFIXES:
-        table = _load_npz(path)
-    else:
-        table = _load_parquet(path)
-    if table.frame.shape[1] == 0:
-        raise InputError(f"empty file: {path} has no columns")
-    if table.frame.shape[0] == 0:
-        if not allow_empty:
-            raise InputError(f"empty file: {path} has no data rows")
-        frame = pd.DataFrame({c: pd.Series([], dtype=np.float64) for c in table.frame.columns})
-        table = replace(table, frame=frame, labels=None)
-    return table
+    return suffix
+
+
+def _default_sep(suffix: str) -> str:
+    """The delimiter tried first for a CSV file with this suffix: tab for ``.tsv``."""
+    return "\t" if suffix == ".tsv" else ","
+
+
+def _empty_float_table(table: Table) -> Table:
+    """``table`` with zero rows and float64 columns of the same names (no labels)."""
+    frame = pd.DataFrame({c: pd.Series([], dtype=np.float64) for c in table.frame.columns})
+    return replace(table, frame=frame, labels=None, first_row=0)
 
 
 def select_numeric(
@@ -209,15 +303,16 @@ def select_numeric(
                 raise InputError(f"column {names[i]!r} of {table.path} chosen twice")
             seen.add(i)
     sub = frame.iloc[:, chosen]
-    bad = [names[i] for i, (_, dtype) in zip(chosen, sub.dtypes.items(), strict=True)
-           if not pd.api.types.is_numeric_dtype(dtype)
-           or pd.api.types.is_complex_dtype(dtype)]
-    if bad:
+    bad_at = [i for i, (_, dtype) in zip(chosen, sub.dtypes.items(), strict=True)
+              if not pd.api.types.is_numeric_dtype(dtype)
+              or pd.api.types.is_complex_dtype(dtype)]
+    if bad_at:
         misread = table.misread()
         if misread:
             raise InputError(misread)
-        raise InputError(_non_numeric_message(table, bad, [names[i] for i in chosen],
-                                              labels_option))
+        raise InputError(_non_numeric_message(table, [names[i] for i in bad_at],
+                                              [names[i] for i in chosen], labels_option,
+                                              _stray_text(table, bad_at[0])))
     try:
         X = sub.to_numpy(dtype=np.float64, na_value=np.nan)
     except (TypeError, ValueError) as err:
@@ -225,12 +320,125 @@ def select_numeric(
     return X, [names[i] for i in chosen]
 
 
+def select_for_model(
+    table: Table,
+    model,
+    columns: Sequence[str | int] | None = None,
+    exclude: Sequence[str] = (),
+    labels_option: str | None = None,
+    model_dir: str | os.PathLike | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """The rows of ``table`` as the (n, d) float64 array (raw units) that ``model`` expects,
+    checked, and the names of the table's columns left out because the model does not use them.
+
+    The per-table half of reading rows for a fitted model, shared by whole files (the CLI's
+    ``read_for_model``) and chunks (:mod:`ocsdf.stream`): every chunk of a file gets the same
+    choice of columns and the same checks, and errors name rows in the whole file.
+
+    With no ``columns``, a table with a header and a model fitted with feature names gives the
+    model's columns by name (in the model's order), and the header's other columns (but
+    ``exclude``) are returned as ignored; otherwise every column but ``exclude`` (a label
+    column, say), by position, and nothing is reported as ignored. Raises :class:`InputError`
+    (one line) for missing columns, a wrong width, NaN/inf, or non-numeric columns
+    (``labels_option``, such as ``"--labels"``, is then suggested for a label column).
+    ``model_dir`` is the model's folder, named in the error about the width.
+
+    Parameters
+    ----------
+    table : Table
+        A whole file (:func:`load_table`) or a chunk (:func:`iter_table`); zero rows give X of
+        shape (0, d).
+    model : fitted estimator
+        Anything with ``n_features_in_`` and, optionally, ``feature_names_in_``.
+
+    Returns
+    -------
+    X : ndarray, shape (n_rows, n_features_in_), float64, all finite
+    ignored : list of str
+    """
+    path = table.path
+    present = [str(c) for c in table.frame.columns]
+    model_names = getattr(model, "feature_names_in_", None)
+    ignored: list[str] = []
+    if columns is None and model_names is not None and table.has_header:
+        wanted = [str(n) for n in model_names]
+        missing = [n for n in wanted if n not in set(present)]
+        if missing:
+            raise InputError(table.misread() or (
+                f"{path} lacks columns the model was fitted on: {missing}; "
+                "choose columns with --columns"
+            ))
+        columns = wanted
+        ignored = [c for c in present if c not in set(wanted) and c not in set(exclude)]
+    elif columns is None and exclude:
+        columns = [c for c in present if c not in set(exclude)]
+    elif columns is not None and exclude:
+        clash = [c for c in columns if c in set(exclude)]
+        if clash:
+            raise InputError(f"column {clash[0]!r} is the label column and cannot be a feature")
+    X, names = select_numeric(table, columns, labels_option=labels_option)
+    expected = int(model.n_features_in_)
+    if X.shape[1] != expected:
+        where = f"the model in {model_dir}" if model_dir is not None else "the model"
+        raise InputError(table.misread() or (
+            f"{path} has {X.shape[1]} feature columns but {where} expects "
+            f"{expected}; choose columns with --columns"
+        ))
+    check_finite(X, names, path, first_row=table.first_row, chunk=table.chunk)
+    return X, ignored
+
+
+def check_finite(
+    X: np.ndarray, names: Sequence[str], path: str | os.PathLike, first_row: int = 0,
+    chunk: bool = False,
+) -> None:
+    """Raise :class:`InputError` naming the columns and first row holding NaN or inf.
+
+    ``X`` has shape (n, len(names)); its row ``i`` is data row ``first_row + i + 1`` of
+    ``path`` (1-based, the header not counted). With ``chunk`` the message says that its
+    count is that of the chunk (rows ``first_row + 1`` to ``first_row + n``).
+    """
+    bad = ~np.isfinite(X)
+    if not bad.any():
+        return
+    cols = [names[j] for j in np.flatnonzero(bad.any(axis=0))]
+    first = first_row + int(np.flatnonzero(bad.any(axis=1))[0]) + 1
+    where = (f" of data rows {first_row + 1} to {first_row + len(X)}" if chunk else "")
+    raise InputError(
+        f"{path} has {int(bad.sum())} missing or infinite values (NaN/inf){where} in columns "
+        f"{cols}, first in data row {first}; remove or impute them"
+    )
+
+
+def _stray_text(table: Table, position: int) -> str | None:
+    """For a column read as text that also holds numbers (a numeric column with a stray value,
+    as a chunk of a big file may show), ``" ('abc' in data row N)"`` naming its first field
+    that is not a number, N counted in the whole file; None for a column of text."""
+    values = table.frame.iloc[:, position].to_numpy(dtype=object)
+    first_text, has_number = None, False
+    for i, value in enumerate(values):
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            continue
+        if isinstance(value, int | float | np.number) or \
+                _number(str(value), table.decimal) is not None:
+            has_number = True
+        elif first_text is None:
+            first_text = i
+        if has_number and first_text is not None:
+            shown = str(values[first_text])
+            shown = shown if len(shown) <= 30 else shown[:27] + "..."
+            return f" ({shown!r} in data row {table.first_row + first_text + 1})"
+    return None
+
+
 def _non_numeric_message(
-    table: Table, bad: list[str], chosen: list[str], labels_option: str | None
+    table: Table, bad: list[str], chosen: list[str], labels_option: str | None,
+    where: str | None = None,
 ) -> str:
-    """One line naming the non-numeric columns and how to leave them out."""
+    """One line naming the non-numeric columns (``where``: the first stray value, see
+    :func:`_stray_text`) and how to leave them out."""
     numeric = [c for c in chosen if c not in set(bad)]
-    text = f"non-numeric columns in {table.path}: {_short_list(bad)}; "
+    text = f"non-numeric columns in {table.path}: {_short_list(bad)}{where or ''}; "
     if numeric:
         shown = ",".join(numeric[:_SUGGESTED]) + (",..." if len(numeric) > _SUGGESTED else "")
         count = "the numeric column" if len(numeric) == 1 else \
@@ -261,20 +469,37 @@ def _column_index(column: str | int, names: list[str], path: Path) -> int:
     raise InputError(f"unknown column {column!r} in {path}; columns are {_short_list(names)}")
 
 
-def _load_csv(path: Path, default_sep: str, header: bool | None) -> Table:
-    """CSV/TSV with delimiter, decimal-mark and header detection (see :func:`load_table`)."""
-    suspect = None
+@dataclass(frozen=True)
+class _CsvFormat:
+    """How a CSV file is read (see :func:`load_table`): delimiter, decimal mark, header, and
+    another delimiter the lines seem to use (None when the delimiter splits them evenly)."""
+
+    sep: str
+    decimal: str
+    has_header: bool
+    suspect: str | None
+
+    def read_kwargs(self) -> dict:
+        """Keyword arguments of :func:`pandas.read_csv` reading the file this way."""
+        return {"sep": self.sep, "header": 0 if self.has_header else None,
+                "decimal": self.decimal}
+
+    def table(self, frame: pd.DataFrame, path: Path) -> Table:
+        """``frame`` as read by :func:`pandas.read_csv` -> a :class:`Table` (names stripped,
+        or ``x0, x1, ...`` without a header)."""
+        if not self.has_header:
+            frame.columns = default_names(frame.shape[1])
+        else:
+            frame.columns = [str(c).strip() for c in frame.columns]
+        return Table(frame, self.has_header, path, delimiter=self.sep, decimal=self.decimal,
+                     suspect_delimiter=self.suspect)
+
+
+@contextlib.contextmanager
+def _csv_errors(path: Path, suspect: str | None = None) -> Iterator[None]:
+    """Turn what reading the CSV file ``path`` raises into a one-line :class:`InputError`."""
     try:
-        lines, truncated = _sample_lines(path)
-        if not lines:
-            raise InputError(f"empty file: {path} has no rows")
-        sep, decimal, even = _sniff(lines, truncated, default_sep)
-        rows = _records(lines, sep, truncated)
-        if not rows:
-            raise InputError(f"empty file: {path} has no rows")
-        suspect = None if even else _suspect_delimiter(lines, truncated, sep)
-        has_header = _detect_header(rows, decimal, path) if header is None else bool(header)
-        frame = pd.read_csv(path, sep=sep, header=0 if has_header else None, decimal=decimal)
+        yield
     except InputError:
         raise
     except pd.errors.EmptyDataError:
@@ -284,12 +509,44 @@ def _load_csv(path: Path, default_sep: str, header: bool | None) -> Table:
     except (pd.errors.ParserError, csv.Error, ValueError, OSError) as err:
         note = f" ({suspect!r} may be the delimiter)" if suspect else ""
         raise InputError(f"cannot parse {path}: {_one_line(err)}{note}") from None
-    if not has_header:
-        frame.columns = default_names(frame.shape[1])
-    else:
-        frame.columns = [str(c).strip() for c in frame.columns]
-    return Table(frame, has_header, path, delimiter=sep, decimal=decimal,
-                 suspect_delimiter=suspect)
+
+
+def _csv_format(path: Path, default_sep: str, header: bool | None) -> _CsvFormat:
+    """Delimiter, decimal mark and header of a CSV file, from its first non-blank lines."""
+    with _csv_errors(path):
+        lines, truncated = _sample_lines(path)
+        if not lines:
+            raise InputError(f"empty file: {path} has no rows")
+        sep, decimal, even = _sniff(lines, truncated, default_sep)
+        rows = _records(lines, sep, truncated)
+        if not rows:
+            raise InputError(f"empty file: {path} has no rows")
+        suspect = None if even else _suspect_delimiter(lines, truncated, sep)
+        has_header = _detect_header(rows, decimal, path) if header is None else bool(header)
+    return _CsvFormat(sep, decimal, has_header, suspect)
+
+
+def _load_csv(path: Path, default_sep: str, header: bool | None) -> Table:
+    """CSV/TSV with delimiter, decimal-mark and header detection (see :func:`load_table`)."""
+    fmt = _csv_format(path, default_sep, header)
+    with _csv_errors(path, fmt.suspect):
+        frame = pd.read_csv(path, **fmt.read_kwargs())
+    return fmt.table(frame, path)
+
+
+def _iter_csv(path: Path, default_sep: str, header: bool | None, chunk_rows: int
+              ) -> Iterator[Table]:
+    """:func:`_load_csv` in chunks of ``chunk_rows`` rows (pandas' parser, same options)."""
+    fmt = _csv_format(path, default_sep, header)
+    with _csv_errors(path, fmt.suspect):
+        reader = pd.read_csv(path, **fmt.read_kwargs(), chunksize=chunk_rows)
+    with reader:
+        while True:
+            with _csv_errors(path, fmt.suspect):
+                frame = next(reader, None)
+            if frame is None:
+                return
+            yield replace(fmt.table(frame, path), chunk=True)
 
 
 def _sample_lines(path: Path) -> tuple[list[str], bool]:
@@ -463,17 +720,57 @@ def _load_npz(path: Path) -> Table:
 
 def _load_parquet(path: Path) -> Table:
     """A Parquet file via pandas (needs pyarrow)."""
-    try:
+    with _parquet_errors(path):
         frame = pd.read_parquet(path)
+    frame.columns = [str(c) for c in frame.columns]
+    return Table(frame, True, path)
+
+
+@contextlib.contextmanager
+def _parquet_errors(path: Path) -> Iterator[None]:
+    """Turn what reading the Parquet file ``path`` raises into a one-line :class:`InputError`
+    (a missing pyarrow included)."""
+    try:
+        yield
     except ImportError:
         raise InputError(
             f"reading Parquet ({path}) needs pyarrow: pip install pyarrow"
         ) from None
+    except InputError:
+        raise
     except Exception as err:  # pyarrow raises its own error types for corrupt files
         raise InputError(f"cannot read {path}: not a valid Parquet file ({_one_line(err)})") \
             from None
-    frame.columns = [str(c) for c in frame.columns]
-    return Table(frame, True, path)
+
+
+def _iter_parquet(path: Path, chunk_rows: int) -> Iterator[Table]:
+    """A Parquet file in record batches of at most ``chunk_rows`` rows (pyarrow), each
+    converted as :func:`pandas.read_parquet` converts the whole table. Always yields at least
+    one table (zero rows, the schema's columns, for an empty file). Column chunks are read
+    through a buffer rather than whole, so a file of one huge row group stays bounded too."""
+    with _parquet_errors(path):
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path, buffer_size=1 << 20, pre_buffer=False)
+        batches = pf.iter_batches(batch_size=chunk_rows, use_threads=False)
+    yielded = False
+    try:
+        while True:
+            with _parquet_errors(path):
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                frame = batch.to_pandas()
+            frame.columns = [str(c) for c in frame.columns]
+            yielded = True
+            yield Table(frame, True, path, chunk=True)
+        if not yielded:
+            with _parquet_errors(path):
+                frame = pf.schema_arrow.empty_table().to_pandas()
+            frame.columns = [str(c) for c in frame.columns]
+            yield Table(frame, True, path, chunk=True)
+    finally:
+        pf.close()
 
 
 def _short_list(items: Sequence[str]) -> str:

@@ -167,38 +167,10 @@ def read_for_model(
     skipped and returned as the ignored names (the command prints them with
     :func:`note_ignored`); with explicit ``columns`` nothing is reported as ignored.
     """
-    from ..io import load_table, select_numeric
+    from ..io import load_table, select_for_model
 
-    columns, model_dir = args.columns, args.model
     table = load_table(path, allow_empty=allow_empty, header=args.header)
-    present = [str(c) for c in table.frame.columns]
-    model_names = getattr(model, "feature_names_in_", None)
-    ignored: list[str] = []
-    if columns is None and model_names is not None and table.has_header:
-        wanted = [str(n) for n in model_names]
-        missing = [n for n in wanted if n not in set(present)]
-        if missing:
-            raise InputError(table.misread() or (
-                f"{path} lacks columns the model was fitted on: {missing}; "
-                "choose columns with --columns"
-            ))
-        columns = wanted
-        ignored = [c for c in present if c not in set(wanted) and c not in set(exclude)]
-    elif columns is None and exclude:
-        columns = [c for c in present if c not in set(exclude)]
-    elif columns is not None and exclude:
-        clash = [c for c in columns if c in set(exclude)]
-        if clash:
-            raise InputError(f"column {clash[0]!r} is the label column and cannot be a feature")
-    X, names = select_numeric(table, columns, labels_option=labels_option)
-    expected = int(model.n_features_in_)
-    if X.shape[1] != expected:
-        raise InputError(table.misread() or (
-            f"{path} has {X.shape[1]} feature columns but the model in {model_dir} expects "
-            f"{expected}; choose columns with --columns"
-        ))
-    check_finite(X, names, table.path)
-    return X, ignored
+    return select_for_model(table, model, args.columns, exclude, labels_option, args.model)
 
 
 def note_ignored(*ignored: Sequence[str]) -> None:
@@ -224,16 +196,11 @@ def as_model_input(model, X: np.ndarray):
 
 
 def check_finite(X: np.ndarray, names: list[str], path: Path) -> None:
-    """Raise :class:`InputError` naming the columns and first row holding NaN or inf."""
-    bad = ~np.isfinite(X)
-    if not bad.any():
-        return
-    cols = [names[j] for j in np.flatnonzero(bad.any(axis=0))]
-    first = int(np.flatnonzero(bad.any(axis=1))[0]) + 1
-    raise InputError(
-        f"{path} has {int(bad.sum())} missing or infinite values (NaN/inf) in columns {cols}, "
-        f"first in data row {first}; remove or impute them"
-    )
+    """Raise :class:`InputError` naming the columns and first row holding NaN or inf
+    (:func:`ocsdf.io.check_finite`)."""
+    from ..io import check_finite as _check
+
+    _check(X, names, path)
 
 
 # ---------------------------------------------------------------------------- writing
