@@ -21,7 +21,7 @@ def test_bench_images_tiny_mnist(tmp_path):
                  "--test-rows", "200", "--attack-rows", "5", "--attack-steps", "3",
                  "--restarts", "1", "--eps", "8,36", "--set", "n_steps=20", "--set",
                  "warmup_steps=2", "--set", "width=16", "--set", "depth=1", "--set",
-                 "channels=4,8", "--out-dir", str(tmp_path), "--quiet"])
+                 "network=conv", "--set", "channels=4,8", "--out-dir", str(tmp_path), "--quiet"])
     assert code == 0
     data = json.loads((tmp_path / "images_mnist.json").read_text())
     assert "--set channels=4,8" in data["command"]

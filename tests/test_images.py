@@ -28,8 +28,8 @@ def _blobs(n: int, kind: int, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def fitted():
-    model = OCSDF(n_steps=80, warmup_steps=8, width=32, depth=1, channels=(8, 8),
-                  random_state=0)
+    model = OCSDF(n_steps=80, warmup_steps=8, width=32, depth=1, network="conv",
+                  channels=(8, 8), random_state=0)
     return model.fit(_blobs(200, 0, seed=0))
 
 
@@ -100,18 +100,21 @@ def test_image_input_errors():
     with pytest.raises(InputError, match=r"image_shape=\(1, 3, 3\) needs 9 features"):
         OCSDF(n_steps=2, image_shape=(1, 3, 3)).fit(np.zeros((5, 4)))
     with pytest.raises(ValueError, match="ONNX export of image"):
-        OCSDF(n_steps=2, width=8, depth=1, channels=(4,)).fit(np.zeros((5, 4, 4))).to_onnx(
-            "unused.onnx")
+        OCSDF(n_steps=2, width=8, depth=1, network="conv", channels=(4,)).fit(
+            np.zeros((5, 4, 4))).to_onnx("unused.onnx")
 
 
 def test_rows_with_image_shape_are_images():
     x = _blobs(40, 0, seed=4)
-    model = OCSDF(n_steps=3, width=8, depth=1, channels=(4,), image_shape=(1, 8, 8),
-                  random_state=0).fit(x.reshape(40, 64))
+    model = OCSDF(n_steps=3, width=8, depth=1, network="conv", channels=(4,),
+                  image_shape=(1, 8, 8), random_state=0).fit(x.reshape(40, 64))
     assert model.image_shape_ == (1, 8, 8) and is_image_network(model.net_)
-    dense = OCSDF(n_steps=3, width=8, depth=1, network="dense", random_state=0).fit(x)
+    dense = OCSDF(n_steps=3, width=8, depth=1, random_state=0).fit(x)  # the default network
     assert dense.image_shape_ == (1, 8, 8) and not is_image_network(dense.net_)
     assert not dense.scorer_.clip_to_domain  # still the pixel box
+    assert np.all(dense.scale_ == 1) and np.all(dense.mean_ == 0)
+    with pytest.raises(InputError, match="fewer stages"):
+        OCSDF(n_steps=3, network="conv").fit(x)  # 3 stages of 3 x 3 on 8 x 8
 
 
 def _mnist():
@@ -122,14 +125,15 @@ def _mnist():
     return np.load(path)
 
 
-def test_mnist_two_digits_in_seconds():
+@pytest.mark.parametrize("network", ["dense", "conv"])
+def test_mnist_two_digits_in_seconds(network):
     """Trained on 1,000 zeros (about 10 s on one CPU thread), zeros vs ones of the test set."""
     d = _mnist()
     x_train = d["x_train"][d["y_train"] == 0][:1000] / 255.0
     keep = np.isin(d["y_test"], (0, 1))
     x_test, y_test = d["x_test"][keep][:1000] / 255.0, d["y_test"][keep][:1000]
-    model = OCSDF(n_steps=150, warmup_steps=15, width=64, depth=1, channels=(4, 8, 8),
-                  random_state=0).fit(x_train)
+    model = OCSDF(n_steps=150, warmup_steps=15, width=64, depth=1, network=network,
+                  channels=(4, 8, 8), random_state=0).fit(x_train)
     auroc = roc_auc_score(y_test == 0, model.score_samples(x_test))
     assert auroc >= 0.95
     cert = model.certified_auroc(x_test[y_test == 0], x_test[y_test == 1], 8 / 255,

@@ -271,9 +271,14 @@ class OCSDF(OutlierMixin, BaseEstimator):
         standardised (``domain`` and ``standardize`` do not apply; "cover" is refused), the
         score is ``f`` alone (no clip to B: valid images sit on its boundary), and radii and
         ``eps`` are l2 norms in [0, 1] pixel units (``space="raw"`` and "standardized" agree).
-    network : {"auto", "dense", "conv"}, default "auto"
-        "auto": a convolutional network for images, the dense network otherwise. "dense" on
-        images trains the dense network on the flattened pixels.
+    network : {"dense", "conv"}, default "dense"
+        "conv" (images only): a convolutional network, :class:`~ocsdf.core.conv.
+        LipschitzConvNet`. "dense": the dense network, on the flattened pixels for images. The
+        dense network is the default for images too, by measurement (MNIST one class vs the
+        rest, 2,000 training images, 2026-12-01, one CPU thread): digit 2 AUROC 92.8 %,
+        certified 82.0 % at l2 36/255, 35 s at 128 x 3 and 1000 steps, against 67.6-76.5 % for
+        the convolutional networks tried (4-8-8 and 8-16-16 channels, 300-1000 steps, up to
+        150 s); digit 8: 82.3 against 59.5-81.0 %.
     channels : tuple of even int, default (8, 16, 16)
         Convolutional network only: output channels of each stage (3 x 3 orthogonal
         convolutions with circular padding, GroupSort2 over channels, a pixel unshuffle
@@ -374,7 +379,7 @@ class OCSDF(OutlierMixin, BaseEstimator):
         "n_threads": [Interval(Integral, 1, None, closed="left"), None],
         "verbose": ["verbose"],
         "image_shape": [tuple, list, None],
-        "network": [StrOptions({"auto", "dense", "conv"})],
+        "network": [StrOptions({"dense", "conv"})],
         "channels": [tuple, list],
     }
 
@@ -405,7 +410,7 @@ class OCSDF(OutlierMixin, BaseEstimator):
         n_threads: int | None = 1,
         verbose: bool = False,
         image_shape: tuple[int, int, int] | None = None,
-        network: str = "auto",
+        network: str = "dense",
         channels: tuple[int, ...] = (8, 16, 16),
     ) -> None:
         self.width = width
@@ -598,11 +603,9 @@ class OCSDF(OutlierMixin, BaseEstimator):
                       clip_to_domain=self._domain_kind() != "unit")
 
     def _make_network(self, n_models: int, seeds: Sequence[int]):
-        """The network to train: :class:`~ocsdf.core.conv.LipschitzConvNet` for images (unless
-        ``network="dense"``; one model at a time), else ``M`` stacked dense networks."""
-        kind = self.network if self.network != "auto" else (
-            "conv" if self._is_image() else "dense")
-        if kind == "conv":
+        """The network to train: ``M`` stacked dense networks, or with ``network="conv"`` a
+        :class:`~ocsdf.core.conv.LipschitzConvNet` (images; one model at a time)."""
+        if self.network == "conv":
             if n_models != 1:
                 raise InputError("convolutional networks are fitted one model at a time: use "
                                  "OCSDF.fit per data set, or network='dense' with fit_many")

@@ -68,7 +68,8 @@ device, n_threads, verbose, trim, image_shape, network, channels
         ``trim`` (e.g. 0.1) refits without the lowest-scoring fraction of the training rows,
         for training data that holds anomalies (PyOD's usual setting); see
         ``docs/results/tabular_trim/tabular_ad.md``. ``image_shape=(C, H, W)`` makes the rows
-        flattened images (pixels in [0, 1]): a convolutional network on the pixel box.
+        flattened images (pixels in [0, 1], the pixel box; ``network="conv"`` for a
+        convolutional network).
         OCSDF's ``contamination`` and ``calibration_size`` are not exposed: PyOD's
         ``contamination`` rule (or ``fpr``) sets ``threshold_``.
 
@@ -123,7 +124,7 @@ device, n_threads, verbose, trim, image_shape, network, channels
         fpr: float | None = None,
         trim: float = 0.0,
         image_shape: tuple[int, int, int] | None = None,
-        network: str = "auto",
+        network: str = "dense",
         channels: tuple[int, ...] = (8, 16, 16),
     ) -> None:
         # BaseDetector only stores ``contamination`` (and rejects one outside (0, 0.5]).
