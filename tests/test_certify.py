@@ -164,6 +164,36 @@ def test_certify_cli_prints_the_table_and_writes_the_plot(tmp_path, capsys):
     assert lipschitz_in(model, "raw") == pytest.approx(model.lipschitz_ / model.scale_.min())
 
 
+def test_certify_cli_reference_column(tmp_path, capsys):
+    """--reference TRAIN adds the exact 1-NN reference's certified AUROC, equal to what
+    KNNDistance gives on the same rows, never above its clean AUROC."""
+    import pandas as pd
+
+    from ocsdf import KNNDistance
+    from ocsdf.cli import main
+
+    rng = np.random.default_rng(1)
+    normal = rng.normal(size=(260, 2)) * [1.0, 3.0]
+    anomalous = rng.normal(size=(80, 2)) * [1.0, 3.0] + [3.0, 0.0]
+    for name, x in (("train", normal[:200]), ("normal", normal[200:]), ("anom", anomalous)):
+        np.savetxt(tmp_path / f"{name}.csv", x, delimiter=",", header="a,b", comments="")
+    model_dir, out = tmp_path / "m", tmp_path / "t.csv"
+    assert main(["fit", str(tmp_path / "train.csv"), "--model", str(model_dir), "--steps", "50",
+                 "--width", "16", "--depth", "1", "--quiet"]) == 0
+    code = main(["certify", str(model_dir), str(tmp_path / "normal.csv"),
+                 str(tmp_path / "anom.csv"), "--eps", "0,0.2,1", "--no-attack",
+                 "--reference", str(tmp_path / "train.csv"), "-o", str(out)])
+    text = capsys.readouterr().out
+    assert code == 0 and "reference: exact 1-NN distance to the 200 rows" in text
+    table = pd.read_csv(out)
+    knn = KNNDistance().fit(pd.DataFrame(normal[:200], columns=["a", "b"]))
+    expected = knn.certified_auroc(pd.DataFrame(normal[200:], columns=["a", "b"]),
+                                   pd.DataFrame(anomalous, columns=["a", "b"]), [0, 0.2, 1])
+    np.testing.assert_allclose(table["knn_certified_auroc"], expected, rtol=0, atol=1e-12)
+    assert table["knn_certified_auroc"].is_monotonic_decreasing
+    assert table["knn_certified_auroc"][0] > 0.8
+
+
 def test_certify_cli_rejects_negative_budget(capsys):
     from ocsdf.cli import main
 

@@ -154,6 +154,7 @@ def robustness_plot(
     path: str | os.PathLike,
     space_label: str,
     title: str | None = None,
+    reference: np.ndarray | None = None,
 ) -> Path:
     """Write a PNG of certified AUROC (and empirical AUROC under attack) against the budget.
 
@@ -164,6 +165,8 @@ def robustness_plot(
     certified, empirical : ndarray, shape (k,)
         AUROC (normal vs anomalous) certified at each budget, and measured under a PGD attack
         (``None`` to omit). The true worst case lies between the two curves.
+    reference : ndarray, shape (k,), optional
+        Certified AUROC of the exact nearest-neighbour reference at the same budgets.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -174,6 +177,8 @@ def robustness_plot(
     ax.plot(eps, certified, "o-", label="certified AUROC (lower bound)")
     if empirical is not None:
         ax.plot(eps, empirical, "s--", label="AUROC under l2 PGD attack")
+    if reference is not None:
+        ax.plot(eps, reference, "^:", label="1-NN reference, certified")
     ax.set_xlabel(f"l2 attack budget eps ({space_label})")
     ax.set_ylabel("AUROC")
     ax.set_ylim(0.0, 1.01)
