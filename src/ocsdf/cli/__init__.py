@@ -27,7 +27,7 @@ BENCH_MODULES = ["speed", "defaults", "tabular", "robustness", "thresholds", "to
                  "shapes", "images", "frontier"]
 # Top-level commands, in the order of ``ocsdf --help``: modules ``ocsdf.cli.NAME``.
 COMMANDS = ["fit", "score", "demo", "certify", "data", "export", "reconstruct", "explain",
-            "report", "bench"]
+            "report", "sample", "hist", "bench"]
 _USER_ERRORS = (InputError, ModelFileError, FileNotFoundError, ValueError, OSError)
 # Optional dependencies -> the pyproject extra that installs them (for a one-line error).
 _EXTRAS = {"trimesh": "mesh", "skimage": "mesh", "rtree": "mesh", "scipy": "mesh",
