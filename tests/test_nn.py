@@ -12,6 +12,7 @@ from ocsdf.core.nn import (
     FullSort,
     GroupSort2,
     LipschitzMLP,
+    cayley_full,
     cayley_orthogonal,
     export,
     group_sort2,
@@ -33,17 +34,40 @@ def test_cayley_weight_has_orthonormal_rows_or_columns(shape):
                           atol=1e-5)
 
 
-def test_wide_cayley_solve_is_the_same_matrix_as_the_column_solve():
-    """A wide layer solves for its rows: the top rows of the full Cayley matrix."""
+def test_cayley_full_solves_for_the_fewer_columns():
+    """cayley_full: a wide layer solves for its rows, a tall one for its columns; both are the
+    blocks of the full Cayley matrix (the definition model files of format 1 rely on)."""
     p = torch.randn(2, 40, 40, dtype=torch.float64) / 40**0.5
     upper = p.triu(1)
     skew = upper - upper.transpose(1, 2)
     eye = torch.eye(40, dtype=torch.float64)
     full = torch.linalg.solve(eye + skew, eye - skew)
-    torch.testing.assert_close(cayley_orthogonal(p, 16, 40), full[:, :16, :], atol=1e-12,
-                               rtol=0)
+    torch.testing.assert_close(cayley_full(p, 16, 40), full[:, :16, :], atol=1e-12, rtol=0)
+    torch.testing.assert_close(cayley_full(p, 40, 16), full[:, :, :16], atol=1e-12, rtol=0)
     torch.testing.assert_close(cayley_orthogonal(p, 40, 16), full[:, :, :16], atol=1e-12,
                                rtol=0)
+
+
+@pytest.mark.parametrize("n, k", [(40, 16), (300, 8), (70, 69)])
+def test_wide_layer_is_the_cayley_transform_of_the_thin_skew_matrix(n, k):
+    """The closed form of a wide layer equals the first k columns of the full Cayley transform
+    of A with its lower-right block zeroed (transposed), and its gradient passes gradcheck."""
+    p = (torch.randn(2, n, n, dtype=torch.float64, generator=torch.Generator().manual_seed(n))
+         / math.sqrt(n)).requires_grad_(True)
+    upper = p.triu(1)
+    skew = upper - upper.transpose(1, 2)
+    thin = skew.clone()
+    thin[:, k:, k:] = 0
+    eye = torch.eye(n, dtype=torch.float64)
+    expected = torch.linalg.solve(eye + thin, eye - thin)[:, :, :k].transpose(1, 2)
+    w = cayley_orthogonal(p, k, n)
+    torch.testing.assert_close(w, expected, atol=1e-11, rtol=0)
+    torch.testing.assert_close(w @ w.transpose(1, 2), torch.eye(k, dtype=torch.float64)
+                               .expand(2, k, k), atol=1e-12, rtol=0)
+    if n <= 70:
+        probe = torch.randn(2, k, n, dtype=torch.float64)
+        assert torch.autograd.gradcheck(lambda q: (cayley_orthogonal(q, k, n) * probe).sum(),
+                                        (p,))
 
 
 @pytest.mark.parametrize("n, leaf", [(13, 4), (40, 64), (70, 64), (9, 2)])

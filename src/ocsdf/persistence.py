@@ -31,7 +31,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from .core.nn import cayley_orthogonal, plain_network
+from .core.nn import cayley_full, plain_network
 from .core.runtime import torch_device
 from .core.scorer import Scorer
 from .errors import ModelFileError
@@ -178,7 +178,7 @@ def _scorer_v1(params: dict, n_features: int, state: dict, fitted: dict) -> Scor
     ``dense.{l}.bias``, ``head.param`` (``1 x width``), ``head.bias`` of a network whose
     GroupSort2 paired neighbouring units ``(2k, 2k+1)`` with the sorted pair in place.
 
-    The weights are solved once on the CPU in float32 with :func:`cayley_orthogonal` (the
+    The weights are solved once on the CPU in float32 with :func:`cayley_full` (the
     same matrices version 1 scored with, up to float32 rounding of the solve), cast to float64,
     and the hidden units of GroupSort2 networks permuted to the current "halves" layout
     (unit ``j`` <- old unit ``perm[j]``, ``perm = (0, 2, 4, ..., 1, 3, 5, ...)``, rows of one
@@ -194,7 +194,7 @@ def _scorer_v1(params: dict, n_features: int, state: dict, fitted: dict) -> Scor
     ws, bs = [], []
     with torch.no_grad():
         for li, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            ws.append(cayley_orthogonal(state[f"dense.{li}.param"].float(), b, a))
+            ws.append(cayley_full(state[f"dense.{li}.param"].float(), b, a))
             bs.append(state[f"dense.{li}.bias"].float())
         head = state["head.param"].float()
         ws.append(head / head.norm())

@@ -39,6 +39,7 @@ __all__ = [
     "FullSort",
     "LipschitzMLP",
     "LipschitzNetwork",
+    "cayley_full",
     "cayley_orthogonal",
     "export",
     "group_sort2",
@@ -49,27 +50,48 @@ __all__ = [
 
 
 def cayley_orthogonal(param: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
-    """Orthogonal ``(..., out_features, in_features)`` matrices from ``(..., n, n)`` parameters.
-
-    Top-left block of ``Q = (I + A)^{-1} (I - A)`` with ``A = triu(P, 1) - triu(P, 1)^T`` and
+    """Orthogonal ``(..., out_features, in_features)`` matrices from ``(..., n, n)`` parameters,
     ``n = max(out_features, in_features)``: orthonormal columns if ``out >= in``, orthonormal
-    rows otherwise. Any leading batch (models) is computed in one call.
+    rows otherwise. Any leading batch (models) is computed in one call. The training-time
+    parametrisation of :class:`LipschitzMLP`.
 
-    Square layers (``out = in = n``) use ``Q = 2 (I + A)^{-1} - I`` with the inverse by block
-    elimination (:func:`inverse_identity_plus`, matrix products rather than triangular solves)
-    and a hand-written backward pass, ``dL/dA = -2 R^T G R^T`` with ``R = (I + A)^{-1} =
-    (Q + I) / 2`` and ``G = dL/dQ``: two matrix products, no solve. Measured on one CPU thread
-    (forward + backward, 2026-12-01): 512 x 512 18.6 -> 10.2 ms, 128 x 128 0.68 -> 0.44 ms,
-    eight 128 x 128 at once 5.2 -> 2.6 ms, against ``torch.linalg.solve`` and its autograd;
-    the same matrices up to float32 rounding (about 4e-7).
+    With ``A = triu(P, 1) - triu(P, 1)^T`` (skew-symmetric):
 
-    Rectangular layers solve for their ``min(out, in)`` columns only (fewer right-hand sides):
-    a wide layer (``in > out``, e.g. a first layer on 274 features) solves for its ``out`` rows,
-    since ``I + A`` and ``I - A`` commute, so ``Q^T = (I - A)^{-1} (I + A)`` and the top ``out``
-    rows of ``Q`` are the transpose of ``solve(I - A, (I + A)[:, :out])``.
+    * **square** (``out = in = n``): ``Q = (I + A)^{-1} (I - A) = 2 (I + A)^{-1} - I``, the
+      inverse by block elimination (:func:`inverse_identity_plus`, matrix products rather than
+      triangular solves) with a hand-written backward pass, ``dL/dA = -2 R^T G R^T`` with
+      ``R = (I + A)^{-1} = (Q + I) / 2`` and ``G = dL/dQ``: two matrix products, no solve.
+      Measured on one CPU thread (forward + backward, 2026-12-01): 512 x 512 18.6 -> 10.2 ms,
+      128 x 128 0.68 -> 0.44 ms, eight 128 x 128 at once 5.2 -> 2.6 ms, against
+      ``torch.linalg.solve`` and its autograd; the same matrices up to float32 rounding.
+    * **tall** (``out > in``): the first ``in`` columns of that ``Q``
+      (:func:`cayley_full`, a solve with ``in`` right-hand sides).
+    * **wide** (``in > out = k``, e.g. a first layer on 784 pixels): the transpose of the first
+      ``k`` columns of the Cayley transform of ``A`` with its lower-right ``(n - k) x (n - k)``
+      block set to zero (only the first ``k`` rows of ``triu(P, 1)`` are used), in closed form:
+      with ``S = A[:k, :k]``, ``B = A[k:, :k]`` and ``M = I + S + B^T B`` (``k x k``), the
+      columns are ``[2 M^{-1} - I; -2 B M^{-1}]``. Orthonormal columns (a Cayley transform) at
+      ``O(n k^2)`` instead of the ``O(n^3)`` of an ``n x n`` solve; every ``n x k`` matrix with
+      orthonormal columns whose top block has no eigenvalue -1 is reached.
     """
-    if out_features == in_features == param.shape[-1]:
+    n = param.shape[-1]
+    if out_features == in_features == n:
         return _CayleySquare.apply(param)
+    if in_features > out_features:
+        return _cayley_thin(param, out_features).transpose(-1, -2)
+    return cayley_full(param, out_features, in_features)
+
+
+def cayley_full(param: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
+    """Top-left ``(out_features, in_features)`` block of the full Cayley transform
+    ``Q = (I + A)^{-1} (I - A)``, ``A = triu(P, 1) - triu(P, 1)^T``, by a linear solve (the
+    definition; :func:`cayley_orthogonal` computes the same matrix for square and tall layers,
+    and model files of format 1 hold parameters of this map).
+
+    Solves for the ``min(out, in)`` columns only: a wide layer (``in > out``) solves for its
+    ``out`` rows, since ``I + A`` and ``I - A`` commute, so ``Q^T = (I - A)^{-1} (I + A)`` and
+    the top ``out`` rows of ``Q`` are the transpose of ``solve(I - A, (I + A)[:, :out])``.
+    """
     upper = param.triu(1)
     skew = upper - upper.transpose(-1, -2)
     eye = torch.eye(param.shape[-1], dtype=param.dtype, device=param.device)
@@ -78,6 +100,17 @@ def cayley_orthogonal(param: torch.Tensor, out_features: int, in_features: int) 
         return qt[..., :in_features, :].transpose(-1, -2)
     q = torch.linalg.solve(eye + skew, (eye - skew)[..., :in_features])
     return q[..., :out_features, :]
+
+
+def _cayley_thin(param: torch.Tensor, k: int) -> torch.Tensor:
+    """``(..., n, k)`` orthonormal columns: the wide-layer map of :func:`cayley_orthogonal`."""
+    rows = param[..., :k, :].triu(1)  # the first k rows of triu(P, 1)
+    s = rows[..., :, :k]
+    s = s - s.transpose(-1, -2)  # S = A[:k, :k]
+    b = -rows[..., :, k:].transpose(-1, -2)  # B = A[k:, :k], (n - k, k)
+    inv = inverse_identity_plus(s + b.transpose(-1, -2) @ b)  # M^{-1}
+    top = 2.0 * inv - torch.eye(k, dtype=param.dtype, device=param.device)
+    return torch.cat((top, -2.0 * (b @ inv)), dim=-2)
 
 
 #: Largest block :func:`inverse_identity_plus` inverts with LU (``torch.linalg.inv``); larger
