@@ -14,7 +14,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["boundary_samples", "load_image_array", "save_image_grid", "score_histograms"]
+__all__ = ["boundary_samples", "load_image_array", "load_image_model", "save_image_grid",
+           "score_histograms"]
+
+
+def load_image_model(path: str | os.PathLike, device: str = "cpu"):
+    """A saved OCSDF model fitted on images (:meth:`OCSDF.load`); :class:`InputError` naming
+    the folder when it was fitted on tabular rows."""
+    from .errors import InputError
+    from .estimator import OCSDF
+
+    model = OCSDF.load(path, device=device)
+    if getattr(model, "image_shape_", None) is None:
+        raise InputError(f"{path} is not an image model (fit it on images: (n, H, W) or "
+                         "(n, C, H, W) arrays)")
+    return model
 
 
 def boundary_samples(model, n: int = 64, steps: int = 64, eta: float = 1.0,

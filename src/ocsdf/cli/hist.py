@@ -34,13 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_hist(args: argparse.Namespace) -> int:
     """``ocsdf hist``: load, score, train the conventional network, plot. Returns 0."""
     from ..errors import InputError
-    from ..estimator import OCSDF
-    from ..pictures import load_image_array, score_histograms
+    from ..pictures import load_image_array, load_image_model, score_histograms
 
-    model = OCSDF.load(args.model, device=args.device)
-    shape = getattr(model, "image_shape_", None)
-    if shape is None:
-        raise InputError(f"{args.model} is not an image model")
+    model = load_image_model(args.model, device=args.device)
+    shape = model.image_shape_
     x = load_image_array(args.normal)
     if x.ndim == 3:
         x = x[:, None]

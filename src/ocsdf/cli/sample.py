@@ -35,14 +35,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..errors import InputError
-    from ..estimator import OCSDF
-    from ..pictures import boundary_samples, save_image_grid
+    from ..pictures import boundary_samples, load_image_model, save_image_grid
 
-    model = OCSDF.load(args.model, device=args.device)
-    shape = getattr(model, "image_shape_", None)
-    if shape is None or shape[0] not in (1, 3):
-        raise InputError(f"{args.model} is not an image model with 1 or 3 channels (fit it on "
-                         "images: (n, H, W) or (n, C, H, W) arrays)")
+    model = load_image_model(args.model, device=args.device)
+    if model.image_shape_[0] not in (1, 3):
+        raise InputError(f"{args.model}: images of {model.image_shape_[0]} channels cannot be "
+                         "drawn (1 or 3)")
     images = boundary_samples(model, args.n, args.steps, level=args.level, seed=args.seed)
     scores = model.score_samples(images)
     level = -model.margin_ if args.level is None else args.level

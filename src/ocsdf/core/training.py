@@ -17,7 +17,7 @@ differences up to 0.016, within the seed-to-seed spread).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -198,6 +198,7 @@ def train(
     progress: bool = False,
     log_every: int = 50,
     desc: str = "ocsdf fit",
+    grad_hook: Callable[[Sequence[torch.nn.Parameter]], None] | None = None,
 ) -> list[TrainHistory]:
     """Fit the ``M`` models of ``model`` to their normal samples (paper Algorithm 3), in place.
 
@@ -223,6 +224,12 @@ def train(
         drawn in that order each step). Default ``[config.seed]`` when ``M = 1``.
     progress : bool
         tqdm bar over the steps with the mean loss over models.
+    grad_hook : callable, optional
+        Called with the network's parameters (``list(model.parameters())``, in that order)
+        after every backward pass and before the optimiser step that uses their ``.grad``; it
+        may change the gradients in place (e.g. average them over processes: data-parallel
+        training in :mod:`ocsdf.distributed`). Default None: nothing is called, and training
+        is exactly as without the argument.
 
     Returns
     -------
@@ -278,6 +285,8 @@ def train(
             losses = hkr_loss(f_pos, f_neg, margin_t, config.lam)
             opt.zero_grad()
             losses.sum().backward()
+            if grad_hook is not None:
+                grad_hook(params)
             opt.step()
         if step % log_every == 0 or step == config.n_steps - 1:
             with torch.no_grad():
