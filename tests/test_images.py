@@ -141,3 +141,16 @@ def test_mnist_two_digits_in_seconds(network, floor):
     cert = model.certified_auroc(x_test[y_test == 0], x_test[y_test == 1], 8 / 255,
                                  space="standardized")
     assert 0.5 < cert <= auroc
+
+
+def test_dense_image_model_exports_to_onnx(tmp_path):
+    """The default (dense) image network exports: the graph takes flattened images and its
+    scores stay within its own rounding bound of score_samples."""
+    ort = pytest.importorskip("onnxruntime")
+    x = _blobs(60, 0, seed=9)
+    model = OCSDF(n_steps=20, width=16, depth=1, random_state=0).fit(x)
+    path = model.to_onnx(tmp_path / "img.onnx")
+    session = ort.InferenceSession(str(path))
+    rows = x.reshape(60, -1).astype(np.float32)
+    score, rounding = session.run(None, {session.get_inputs()[0].name: rows})
+    assert np.all(np.abs(score - model.score_samples(x)) <= rounding + 1e-12)
