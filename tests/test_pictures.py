@@ -81,3 +81,23 @@ def test_sample_and_hist_commands(image_model, tmp_path, capsys):
     np.savez(tmp_path / "wrong.npz", x=np.zeros((5, 9, 9)))
     assert main(["hist", str(path), str(tmp_path / "wrong.npz"), "-o", str(hist)]) == 2
     assert "the model takes (1, 8, 8)" in capsys.readouterr().err
+
+
+def test_fit_command_takes_an_npz_of_images(tmp_path, capsys):
+    """`ocsdf fit images.npz` fits an image model (pixel box) that sample and hist accept;
+    --normal-only keeps the images with y == 0."""
+    x = (_squares(120, 5) * 255).astype(np.uint8)
+    y = np.r_[np.zeros(100, int), np.ones(20, int)]
+    np.savez(tmp_path / "imgs.npz", x=x, y=y)
+    model_dir = tmp_path / "m"
+    assert main(["fit", str(tmp_path / "imgs.npz"), "--model", str(model_dir), "--steps", "20",
+                 "--width", "16", "--depth", "1", "--normal-only", "--quiet"]) == 0
+    out = capsys.readouterr()
+    assert "fitted OCSDF on 100 rows x 64 features" in out.out
+    assert "trained on the 100 rows with y == 0" in out.err
+    model = OCSDF.load(model_dir)
+    assert model.image_shape_ == (1, 8, 8) and not model.scorer_.clip_to_domain
+    np.save(tmp_path / "one.npy", x[:30])
+    assert main(["fit", str(tmp_path / "one.npy"), "--model", str(tmp_path / "m2"), "--steps",
+                 "5", "--width", "8", "--depth", "1", "--quiet"]) == 0
+    assert OCSDF.load(tmp_path / "m2").image_shape_ == (1, 8, 8)

@@ -84,21 +84,28 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from ..estimator import OCSDF
     from ..io import load_table, select_numeric
 
-    table = load_table(args.data, header=args.header)
-    X, names = select_numeric(table, args.columns)
-    check_finite(X, names, table.path)
+    images = _image_file(args.data)
+    if images is not None:  # an .npz / .npy of images: fitted as images (pixel box)
+        X, labels, path = images[0], images[1], Path(args.data)
+        names = [f"pixel{i}" for i in range(int(np.prod(X.shape[1:])))]
+        has_header = False
+    else:
+        table = load_table(args.data, header=args.header)
+        X, names = select_numeric(table, args.columns)
+        check_finite(X, names, table.path)
+        labels, path, has_header = table.labels, table.path, table.has_header
     labels_note = None
     if args.normal_only:
-        if table.labels is None:
-            raise InputError(f"--normal-only needs labels: {table.path} holds no array y "
+        if labels is None:
+            raise InputError(f"--normal-only needs labels: {path} holds no array y "
                              "beside X")
-        normal = np.asarray(table.labels) == 0
+        normal = np.asarray(labels) == 0
         X = X[normal]
-        labels_note = (f"trained on the {int(normal.sum())} rows with y == 0 of {table.path}, "
+        labels_note = (f"trained on the {int(normal.sum())} rows with y == 0 of {path}, "
                        f"leaving out {int((~normal).sum())} labelled anomalies")
-    elif table.labels is not None:
-        n_pos = int(np.count_nonzero(np.asarray(table.labels)))
-        labels_note = (f"{table.path} also holds labels y ({n_pos} of {len(table.labels)} rows "
+    elif labels is not None:
+        n_pos = int(np.count_nonzero(np.asarray(labels)))
+        labels_note = (f"{path} also holds labels y ({n_pos} of {len(labels)} rows "
                        "non-zero); every row was used for training, anomalies included "
                        "(--normal-only trains on the rows with y == 0)")
     given = {"width": args.width, "depth": args.depth, "n_steps": args.steps}
@@ -111,7 +118,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
         standardize="cover" if args.cover else args.domain != "unit",
         fpr=args.fpr, trim=args.trim,
     )
-    data = pd.DataFrame(X, columns=names) if table.has_header else X
+    data = pd.DataFrame(X, columns=names) if has_header else X
     start = time.perf_counter()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DomainWarning)
@@ -124,10 +131,35 @@ def cmd_fit(args: argparse.Namespace) -> int:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     model.set_params(verbose=False)  # the saved model does not draw progress bars when refit
     saved = model.save(args.model)
-    _print_fit_summary(model, X, names, table.path, seconds, saved)
+    _print_fit_summary(model, X.reshape(len(X), -1), names, path, seconds, saved)
     if labels_note:
         print(f"ocsdf: note: {labels_note}", file=sys.stderr)
     return 0
+
+
+def _image_file(path: str) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """``(images, labels or None)`` when ``path`` is an ``.npz`` / ``.npy`` file whose images
+    array (``x``, ``X``, ``x_train``, ``images`` or its only array; see
+    :func:`ocsdf.pictures.load_image_array`) is 3-D or 4-D, pixels scaled to [0, 1]; labels
+    from ``y`` or ``y_train`` when present. None for anything else (read as a table)."""
+    p = Path(path)
+    if p.suffix not in (".npz", ".npy") or not p.is_file():
+        return None
+    if p.suffix == ".npy":
+        if np.load(p, mmap_mode="r", allow_pickle=False).ndim not in (3, 4):
+            return None
+        labels = None
+    else:
+        with np.load(p, allow_pickle=False) as data:
+            keys = [k for k in ("x", "X", "x_train", "images") if k in data.files] or (
+                data.files if len(data.files) == 1 else [])
+            if not keys or data[keys[0]].ndim not in (3, 4):
+                return None
+            ykeys = [k for k in ("y", "y_train") if k in data.files]
+            labels = data[ykeys[0]] if ykeys else None
+    from ..pictures import load_image_array
+
+    return load_image_array(p), labels
 
 
 def _print_fit_summary(model, X: np.ndarray, names: list[str], path: Path, seconds: float,
