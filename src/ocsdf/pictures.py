@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["boundary_samples", "load_image_array", "load_image_model", "save_image_grid",
-           "score_histograms"]
+__all__ = ["boundary_samples", "load_image_array", "load_image_model", "read_images",
+           "save_image_grid", "score_histograms"]
 
 
 def load_image_model(path: str | os.PathLike, device: str = "cpu"):
@@ -98,30 +98,46 @@ def save_image_grid(images: np.ndarray, path: str | os.PathLike, ncol: int = 8,
     return Path(path)
 
 
+def read_images(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """``(images, labels or None)`` of a ``.npy`` or ``.npz`` file whose images array (``x``,
+    ``X``, ``x_train``, ``images``, or its only array) is 3-D or 4-D (``(n, H, W)`` or
+    ``(n, C, H, W)``), as float64 with pixels in [0, 1] (8-bit values, any above 1, divided
+    by 255); labels from ``y`` or ``y_train`` when the ``.npz`` holds them. None when the file
+    is not such an image file (another suffix, no images array, or a 2-D table)."""
+    p = Path(path)
+    if p.suffix not in (".npy", ".npz") or not p.is_file():
+        return None
+    labels = None
+    if p.suffix == ".npy":
+        x = np.load(p, allow_pickle=False)
+    else:
+        with np.load(p, allow_pickle=False) as npz:
+            keys = [k for k in ("x", "X", "x_train", "images") if k in npz.files] or (
+                npz.files if len(npz.files) == 1 else [])
+            if not keys:
+                return None
+            x = npz[keys[0]]
+            ykeys = [k for k in ("y", "y_train") if k in npz.files]
+            labels = npz[ykeys[0]] if ykeys else None
+    if x.ndim not in (3, 4):
+        return None
+    x = np.asarray(x, dtype=np.float64)
+    return (x / 255.0 if x.max(initial=0.0) > 1.0 else x), labels
+
+
 def load_image_array(path: str | os.PathLike) -> np.ndarray:
-    """Images of a ``.npy`` file or a ``.npz`` file (the array ``x``, ``X``, ``x_train`` or
-    ``images``, or its only array) as float64 with pixels in [0, 1]: 8-bit values (any above 1)
-    are divided by 255. Shape as stored (``(n, H, W)`` or ``(n, C, H, W)``)."""
+    """The images of :func:`read_images`; :class:`InputError` naming the file when it holds
+    none."""
     from .errors import InputError
 
     p = Path(path)
     if not p.is_file():
         raise InputError(f"file not found: {p}")
-    if p.suffix == ".npy":
-        x = np.load(p, allow_pickle=False)
-    elif p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as npz:
-            keys = [k for k in ("x", "X", "x_train", "images") if k in npz.files]
-            if not keys and len(npz.files) != 1:
-                raise InputError(f"{p} holds {npz.files}: name the images x, X, x_train or "
-                                 "images")
-            x = npz[keys[0] if keys else npz.files[0]]
-    else:
-        raise InputError(f"{p}: expected a .npz or .npy file of images")
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim not in (3, 4):
-        raise InputError(f"{p}: expected images (n, H, W) or (n, C, H, W), got shape {x.shape}")
-    return x / 255.0 if x.max(initial=0.0) > 1.0 else x
+    found = read_images(p)
+    if found is None:
+        raise InputError(f"{p}: expected a .npz (array x, X, x_train or images) or .npy file of "
+                         "images (n, H, W) or (n, C, H, W)")
+    return found[0]
 
 
 def score_histograms(model, normal: np.ndarray, path: str | os.PathLike, n_noise: int = 1000,

@@ -83,8 +83,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     from ..estimator import OCSDF
     from ..io import load_table, select_numeric
+    from ..pictures import read_images
 
-    images = _image_file(args.data)
+    images = read_images(args.data)
     if images is not None:  # an .npz / .npy of images: fitted as images (pixel box)
         X, labels, path = images[0], images[1], Path(args.data)
         names = [f"pixel{i}" for i in range(int(np.prod(X.shape[1:])))]
@@ -135,31 +136,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if labels_note:
         print(f"ocsdf: note: {labels_note}", file=sys.stderr)
     return 0
-
-
-def _image_file(path: str) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """``(images, labels or None)`` when ``path`` is an ``.npz`` / ``.npy`` file whose images
-    array (``x``, ``X``, ``x_train``, ``images`` or its only array; see
-    :func:`ocsdf.pictures.load_image_array`) is 3-D or 4-D, pixels scaled to [0, 1]; labels
-    from ``y`` or ``y_train`` when present. None for anything else (read as a table)."""
-    p = Path(path)
-    if p.suffix not in (".npz", ".npy") or not p.is_file():
-        return None
-    if p.suffix == ".npy":
-        if np.load(p, mmap_mode="r", allow_pickle=False).ndim not in (3, 4):
-            return None
-        labels = None
-    else:
-        with np.load(p, allow_pickle=False) as data:
-            keys = [k for k in ("x", "X", "x_train", "images") if k in data.files] or (
-                data.files if len(data.files) == 1 else [])
-            if not keys or data[keys[0]].ndim not in (3, 4):
-                return None
-            ykeys = [k for k in ("y", "y_train") if k in data.files]
-            labels = data[ykeys[0]] if ykeys else None
-    from ..pictures import load_image_array
-
-    return load_image_array(p), labels
 
 
 def _print_fit_summary(model, X: np.ndarray, names: list[str], path: Path, seconds: float,
