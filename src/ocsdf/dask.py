@@ -24,36 +24,17 @@ copy at the same path on each machine).
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .stream import BatchScorer
+from .stream import BatchScorer, load_counts
 
 __all__ = ["load_counts", "score_dask_array", "score_dask_dataframe"]
 
 _INSTALL = "pip install 'ocsdf[dask]'"
-#: Loaded models kept per process (the least recently loaded is dropped beyond this).
-_MAX_CACHED = 8
-
-_lock = threading.Lock()
-_models: dict[tuple, object] = {}  # (folder, device, stamp) -> OCSDF
-_loads: dict[tuple[str, str], int] = {}  # (folder, device) -> loads in this process
-
-
-def load_counts() -> dict[tuple[str, str], int]:
-    """How many times this process loaded each model: ``{(folder, device): loads}``.
-
-    The folder is the absolute path given to the scoring functions. A worker that scored any
-    number of partitions of one model reports 1 (2 or more only when the model was saved again
-    to that folder meanwhile). Run it on every worker with ``client.run(load_counts)``.
-    """
-    with _lock:
-        return dict(_loads)
-
 
 def score_dask_dataframe(model_dir: str | os.PathLike, ddf, columns: Sequence[str | int] | None
                          = None, n_threads: int = 1, device: str = "cpu"):
@@ -100,7 +81,7 @@ def score_dask_dataframe(model_dir: str | os.PathLike, ddf, columns: Sequence[st
         raise TypeError(f"ddf must be a dask.dataframe.DataFrame, got {type(ddf).__name__}; "
                         "convert with dask.dataframe.from_pandas(frame, npartitions=...)")
     folder = _folder(model_dir)
-    scorer = _CachedScorer(folder, n_threads, device, columns)
+    scorer = BatchScorer(folder, n_threads, device, columns)
     empty = scorer(ddf._meta)  # checks columns and width now, in the client, on 0 rows
     dtypes = {"score": np.float64, "decision": np.float64, "label": np.int64}
     if "pvalue" in empty.columns:
@@ -150,63 +131,23 @@ def score_dask_array(model_dir: str | os.PathLike, arr, n_threads: int = 1,
         raise ValueError(f"arr must be chunked along rows only, got {len(arr.chunks[1])} "
                          f"column chunks {arr.chunks[1]}: use arr.rechunk({{1: -1}})")
     folder = _folder(model_dir)
-    _CachedScorer(folder, n_threads, device, None)(np.empty((0, arr.shape[1])))
+    BatchScorer(folder, n_threads, device, None)(np.empty((0, arr.shape[1])))
     return da.map_blocks(_score_block, arr, folder, n_threads, device, drop_axis=1,
                          chunks=(arr.chunks[0],), dtype=np.float64,
                          meta=np.empty((0,), dtype=np.float64))
 
 
 # ---------------------------------------------------------------------------- internals
-class _CachedScorer(BatchScorer):
-    """A :class:`BatchScorer` whose model comes from the per-process cache, so that every
-    partition scored in a process shares one load (a plain ``BatchScorer`` caches per object,
-    and a task graph unpickles one object per task)."""
-
-    @property
-    def model(self):
-        """The loaded model, from this process's cache (loaded on first use)."""
-        return _cached_model(self.model_dir, self.device)
-
-
 def _score_partition(frame: pd.DataFrame, folder: str, n_threads: int, device: str,
                      columns: list | None) -> pd.DataFrame:
     """Score one partition (n, c) -> DataFrame (n, 3 or 4), same index (runs on a worker)."""
-    return _CachedScorer(folder, n_threads, device, columns)(frame)
+    return BatchScorer(folder, n_threads, device, columns)(frame)
 
 
 def _score_block(block: np.ndarray, folder: str, n_threads: int, device: str) -> np.ndarray:
     """Scores of one block of rows (n, d) -> (n,) float64 (runs on a worker)."""
-    scores = _CachedScorer(folder, n_threads, device, None)(block)["score"]
+    scores = BatchScorer(folder, n_threads, device, None)(block)["score"]
     return scores.to_numpy(dtype=np.float64)
-
-
-def _cached_model(folder: str, device: str):
-    """The model saved in ``folder``, loaded onto ``device`` once per process (again only when
-    the folder's ``config.json`` was replaced, as ``OCSDF.save`` does)."""
-    from .estimator import OCSDF
-
-    key = (folder, device, _stamp(folder))
-    with _lock:
-        model = _models.get(key)
-        if model is None:
-            model = OCSDF.load(folder, device=device)
-            for old in [k for k in _models if k[:2] == key[:2]]:
-                del _models[old]  # an older save of the same folder
-            while len(_models) >= _MAX_CACHED:
-                del _models[next(iter(_models))]
-            _models[key] = model
-            _loads[key[:2]] = _loads.get(key[:2], 0) + 1
-        return model
-
-
-def _stamp(folder: str) -> tuple[int, int, int] | None:
-    """Identity of the saved model's ``config.json`` (inode, size, mtime in ns); None if
-    absent (loading then raises the one-line ModelFileError)."""
-    try:
-        st = os.stat(os.path.join(folder, "config.json"))
-    except OSError:
-        return None
-    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def _folder(model_dir: str | os.PathLike) -> str:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -45,7 +46,7 @@ from .io import (
 )
 
 __all__ = ["DEFAULT_CHUNK_ROWS", "BatchScorer", "StreamResult", "data_files", "iter_scores",
-           "score_files"]
+           "load_counts", "score_files"]
 
 #: Rows read per chunk by default (with 20 float64 features: about 10 MB per chunk).
 DEFAULT_CHUNK_ROWS = 65_536
@@ -309,28 +310,18 @@ class BatchScorer:
                  columns: Sequence[str | int] | None = None) -> None:
         if int(n_threads) < 1:
             raise ValueError(f"n_threads must be >= 1, got {n_threads!r}")
-        self.model_dir = str(model_dir)
+        # absolute: workers may start in another folder
+        self.model_dir = str(Path(model_dir).expanduser().absolute())
         self.n_threads = int(n_threads)
         self.device = device
         self.columns = None if columns is None else list(columns)
-        self._model = None
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_model"] = None  # each worker loads the saved model itself, once
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
 
     @property
     def model(self):
-        """The loaded :class:`~ocsdf.OCSDF` (read from ``model_dir`` on first use)."""
-        if self._model is None:
-            from .estimator import OCSDF
-
-            self._model = OCSDF.load(self.model_dir, device=self.device)
-        return self._model
+        """The loaded :class:`~ocsdf.OCSDF`, from this process's cache (:func:`load_counts`):
+        every BatchScorer of the same folder and device in a process shares one load, even
+        when an engine unpickles one object per task."""
+        return _cached_model(self.model_dir, self.device)
 
     def __call__(self, batch) -> pd.DataFrame:
         """Score ``batch``: a pandas DataFrame, a pyarrow Table or RecordBatch, or an array
@@ -374,6 +365,51 @@ class BatchScorer:
         if hasattr(model, "calibration_scores_"):
             out["pvalue"] = conformal_pvalues(model.calibration_scores_, score)
         return pd.DataFrame(out, index=index)
+
+
+# ---------------------------------------------------------------------------- model cache
+#: Loaded models kept per process (the oldest load is dropped beyond this).
+_MAX_CACHED = 8
+_lock = threading.Lock()
+_models: dict[tuple, object] = {}  # (folder, device, stamp) -> OCSDF
+_loads: dict[tuple[str, str], int] = {}  # (folder, device) -> loads in this process
+
+
+def load_counts() -> dict[tuple[str, str], int]:
+    """How many times this process loaded each saved model, ``{(folder, device): loads}``:
+    1 per folder and device, more only when the folder was saved again meanwhile (e.g. on a
+    Dask cluster, ``client.run(load_counts)`` on every worker)."""
+    with _lock:
+        return dict(_loads)
+
+
+def _cached_model(folder: str, device: str):
+    """The model saved in ``folder``, loaded onto ``device`` once per process (again only when
+    the folder's ``config.json`` was replaced, as ``OCSDF.save`` does)."""
+    from .estimator import OCSDF
+
+    key = (folder, device, _stamp(folder))
+    with _lock:
+        model = _models.get(key)
+        if model is None:
+            model = OCSDF.load(folder, device=device)
+            for old in [k for k in _models if k[:2] == key[:2]]:
+                del _models[old]  # an older save of the same folder
+            while len(_models) >= _MAX_CACHED:
+                del _models[next(iter(_models))]
+            _models[key] = model
+            _loads[key[:2]] = _loads.get(key[:2], 0) + 1
+        return model
+
+
+def _stamp(folder: str) -> tuple[int, int, int] | None:
+    """Identity of the saved model's ``config.json`` (inode, size, mtime in ns); None if
+    absent (loading then raises the one-line ModelFileError)."""
+    try:
+        st = os.stat(os.path.join(folder, "config.json"))
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 # ---------------------------------------------------------------------------- internals
