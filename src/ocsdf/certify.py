@@ -19,6 +19,7 @@ import torch
 from .core.scorer import Scorer
 
 __all__ = [
+    "CertificatesMixin",
     "certified_auroc",
     "lipschitz_in",
     "certified_radius",
@@ -212,3 +213,23 @@ def empirical_auroc_under_attack(
         out.append(roc_auc_score(labels, scores))
     out = np.asarray(out)
     return float(out[0]) if np.ndim(eps) == 0 else out
+
+
+class CertificatesMixin:
+    """``certified_radius`` and ``certified_auroc`` for a fitted estimator that has
+    ``decision_function``, ``score_samples`` and a ``scorer_`` (``OCSDF``, ``KNNDistance``)."""
+
+    def certified_radius(self, X, space: str = "raw") -> np.ndarray:
+        """Certified l2 radius of each row around the threshold ``offset_``, shape (n_samples,).
+
+        ``|decision_function(x)| / L`` with ``L`` the sound bound in ``space``: "raw" (the
+        user's feature units, ``L = lipschitz_ / min(scale_)``) or "standardized". No
+        perturbation with a smaller l2 norm can change ``predict`` for that row.
+        """
+        return certified_radius(self, X, space)
+
+    def certified_auroc(self, X_normal, X_anomalous, eps, space: str = "raw"):
+        """Certified AUROC of normal vs anomalous rows under l2 attacks of budget ``eps``
+        (scalar or array, in ``space`` units); see :func:`certified_auroc`."""
+        return certified_auroc(self.score_samples(X_normal), self.score_samples(X_anomalous),
+                               eps, lipschitz_in(self, space))

@@ -120,8 +120,7 @@ def combined_standardizer(x_local: np.ndarray,
                          "float64 statistics (their mean or standard deviation overflows); "
                          "rescale or remove them")
     # The rule of Standardizer.fit for constant columns (scale 1: they map to 0).
-    constant = std <= 1e-12 * np.maximum(1.0, np.abs(mean))
-    return Standardizer(mean, np.where(constant, 1.0, std))
+    return Standardizer.from_moments(mean, std)
 
 
 def gradient_averager(world_size: int, group=None) -> Callable[[Sequence[torch.nn.Parameter]],

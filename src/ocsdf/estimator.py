@@ -16,6 +16,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .certify import CertificatesMixin
 from .core.conv import LipschitzConvNet
 from .core.domain import Standardizer, make_domain
 from .core.nn import make_mlp
@@ -172,7 +173,7 @@ def _validate(estimator: OCSDF, X, reset: bool) -> np.ndarray:
         raise
 
 
-class OCSDF(OutlierMixin, BaseEstimator):
+class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
     """One-class classifier that learns the signed distance to the support of normal data.
 
     A 1-Lipschitz network ``f`` (orthogonal dense layers, GroupSort activations) is trained with
@@ -770,28 +771,6 @@ class OCSDF(OutlierMixin, BaseEstimator):
         if shape is not None and len(shape) == 2 and shape[0] == 0:
             return validate_data(self, X, reset=False, dtype=np.float64, ensure_min_samples=0)
         return _check_X(self, X, reset=False)
-
-    # ------------------------------------------------------------------ certificates
-    def certified_radius(self, X, space: str = "raw") -> np.ndarray:
-        """Certified l2 radius of each row around the threshold ``offset_``, shape (n_samples,).
-
-        ``|decision_function(x)| / L`` with ``L`` the sound bound in ``space``: "raw" (the
-        user's feature units, ``L = lipschitz_ / min(scale_)``) or "standardized". No
-        perturbation with a smaller l2 norm can change ``predict`` for that row.
-        """
-        from .certify import certified_radius
-
-        return certified_radius(self, X, space)
-
-    def certified_auroc(self, X_normal, X_anomalous, eps, space: str = "raw"):
-        """Certified AUROC of normal vs anomalous rows under l2 attacks of budget ``eps``
-        (scalar or array, in ``space`` units); see :func:`ocsdf.certify.certified_auroc`."""
-        from .certify import certified_auroc, lipschitz_in
-
-        return certified_auroc(
-            self.score_samples(X_normal), self.score_samples(X_anomalous), eps,
-            lipschitz_in(self, space),
-        )
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

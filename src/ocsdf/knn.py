@@ -28,6 +28,7 @@ from sklearn.neighbors import NearestNeighbors
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from .certify import CertificatesMixin
 from .core.domain import Domain, Standardizer, make_domain
 from .errors import DomainWarning, InputError
 from .estimator import _check_X, _outside_message
@@ -115,6 +116,11 @@ class KNNScorer:
     def n_features(self) -> int:
         return int(self.mean.shape[0])
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the training rows the score keeps (float64; the search index adds more)."""
+        return int(self.train_z.nbytes)
+
     def lipschitz_in(self, space: str = "raw") -> float:
         """Sound l2 bound of the score in ``space``: "standardized" (1) or "raw"
         (``1 / min(scale)``, since ``||diag(1/scale) g|| <= ||g|| / min(scale)``)."""
@@ -196,7 +202,7 @@ class KNNScorer:
         return s.numpy().copy()
 
 
-class KNNDistance(OutlierMixin, BaseEstimator):
+class KNNDistance(CertificatesMixin, OutlierMixin, BaseEstimator):
     """Distance to the k-th nearest training row: a certified reference for :class:`OCSDF`.
 
     ``score_samples(x) = min(-d_k(z), sdf_B(z))`` with ``z`` the standardised row, ``d_k`` the
@@ -389,25 +395,3 @@ class KNNDistance(OutlierMixin, BaseEstimator):
     def predict(self, X) -> np.ndarray:
         """+1 for inliers (``decision_function >= 0``), -1 for outliers. Shape (n_samples,)."""
         return np.where(self.decision_function(X) >= 0, 1, -1)
-
-    # ------------------------------------------------------------------ certificates
-    def certified_radius(self, X, space: str = "raw") -> np.ndarray:
-        """Certified l2 radius of each row around the threshold ``offset_``, shape (n_samples,).
-
-        ``|decision_function(x)| / L`` with ``L`` the bound in ``space``: "raw" (the user's
-        feature units, ``L = 1 / min(scale_)``) or "standardized" (``L = 1``). No perturbation
-        with a smaller l2 norm can change ``predict`` for that row.
-        """
-        from .certify import certified_radius
-
-        return certified_radius(self, X, space)
-
-    def certified_auroc(self, X_normal, X_anomalous, eps, space: str = "raw"):
-        """Certified AUROC of normal vs anomalous rows under l2 attacks of budget ``eps``
-        (scalar or array, in ``space`` units); see :func:`ocsdf.certify.certified_auroc`."""
-        from .certify import certified_auroc, lipschitz_in
-
-        return certified_auroc(
-            self.score_samples(X_normal), self.score_samples(X_anomalous), eps,
-            lipschitz_in(self, space),
-        )

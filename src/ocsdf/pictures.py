@@ -33,8 +33,9 @@ def load_image_model(path: str | os.PathLike, device: str = "cpu"):
 
 def boundary_samples(model, n: int = 64, steps: int = 64, eta: float = 1.0,
                      level: float | None = None, seed: int = 0) -> np.ndarray:
-    """Paper Algorithm 1 run from uniform noise in B with a fixed step size: where the model
-    puts the boundary of the normal region.
+    """Paper Algorithm 1 (:func:`~ocsdf.core.sampling.newton_raphson_negatives`, the trainer's
+    sampler) run from uniform noise in B with a fixed step size: where the model puts the
+    boundary of the normal region.
 
     ``z <- proj_B(z - (eta / steps) * (f(z) - level) * grad f(z) / ||grad f(z)||^2)``, ``steps``
     times, from ``z ~ U(B)``, with ``f`` the model's score (standardised units; pixels for
@@ -46,20 +47,15 @@ def boundary_samples(model, n: int = 64, steps: int = 64, eta: float = 1.0,
     ndarray
         ``(n, C, H, W)`` images in [0, 1] for an image model, else ``(n, d)`` rows in raw units.
     """
+    from .core.sampling import newton_raphson_negatives
+
     if n < 1 or steps < 1 or not eta > 0:
         raise ValueError(f"n and steps must be >= 1 and eta > 0, got {n}, {steps}, {eta}")
     scorer = model.scorer_
-    target = -float(model.margin_) if level is None else float(level)
-    gen = torch.Generator().manual_seed(int(seed))
-    z = scorer.domain.sample(n, scorer.n_features, gen).to(scorer.device, torch.float64)
-    for _ in range(steps):
-        z = z.detach().requires_grad_(True)
-        with torch.enable_grad():
-            f = scorer.score_z_tensor(z)
-            (grad,) = torch.autograd.grad(f.sum(), z)
-        with torch.no_grad():
-            step = (f - target) / grad.pow(2).sum(dim=1).clamp_min(1e-12)
-            z = scorer.domain.project(z - (eta / steps) * step.unsqueeze(1) * grad)
+    margin = float(model.margin_) if level is None else -float(level)
+    z = newton_raphson_negatives(scorer.score_z_tensor, scorer.domain, n, scorer.n_features,
+                                 steps, margin, torch.Generator().manual_seed(int(seed)),
+                                 device=scorer.device, dtype=torch.float64, eta=eta)
     out = scorer.unstandardize(z.detach().cpu().numpy())
     shape = getattr(model, "image_shape_", None)
     return out.reshape(n, *shape) if shape is not None else out

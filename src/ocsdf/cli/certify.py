@@ -123,10 +123,8 @@ def _reference(model, args: argparse.Namespace, xn: np.ndarray, xa: np.ndarray,
     ours_ms = 1e6 * (time.perf_counter() - start) / len(rows)
     cert = knn.certified_auroc(as_model_input(model, xn), as_model_input(model, xa), eps,
                                space=args.space)
-    tensors, _ = model.scorer_.state()
-    ours_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
     text = (f"reference: exact 1-NN distance to the {len(x_train)} rows of {args.reference} "
             f"(L = {knn.scorer_.lipschitz_in(args.space):.4g}, same units); fit {fit_s:.3g} s; "
             f"scoring {knn_ms:.3g} ms per 1,000 rows (model: {ours_ms:.3g}); keeps "
-            f"{knn.scorer_.train_z.nbytes:,} bytes (model: {ours_bytes:,})")
+            f"{knn.scorer_.nbytes:,} bytes (model: {model.scorer_.nbytes:,})")
     return np.asarray(cert, dtype=float), ignored, text

@@ -101,8 +101,13 @@ class Standardizer:
         d = x.shape[1]
         if not enabled:
             return cls(np.zeros(d), np.ones(d))
-        mean = x.mean(axis=0)
-        std = x.std(axis=0)
+        return cls.from_moments(x.mean(axis=0), x.std(axis=0))
+
+    @classmethod
+    def from_moments(cls, mean: np.ndarray, std: np.ndarray) -> Standardizer:
+        """From per-feature mean and standard deviation (``ddof=0``, raw units, ``(d,)``),
+        e.g. combined over processes; constant columns (``std <= 1e-12 max(1, |mean|)``) get
+        scale 1."""
         constant = std <= 1e-12 * np.maximum(1.0, np.abs(mean))
         return cls(mean, np.where(constant, 1.0, std))
 

@@ -22,6 +22,7 @@ def newton_raphson_negatives(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     value_and_grad: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    eta: float | None = None,
 ) -> torch.Tensor:
     """Draw ``n`` negatives per model near the level set ``{f = -margin}`` (paper Algorithm 1).
 
@@ -51,6 +52,9 @@ def newton_raphson_negatives(
     value_and_grad : callable, optional
         ``z -> (f(z), grad f(z))`` in one pass, same shapes as ``f`` (e.g.
         :meth:`~ocsdf.core.nn.LipschitzMLP.value_and_grad_with`); default: autograd on ``f``.
+    eta : float, optional
+        A fixed step size for every sample instead of ``eta ~ U[0, 1]`` (no step-size draw):
+        ``eta = 1`` moves each sample along the whole path (the paper's Figure 4 pictures).
 
     Returns
     -------
@@ -60,8 +64,10 @@ def newton_raphson_negatives(
     gens = [generator] if single else list(generator)
     z = torch.stack([domain.sample(n, d, g, device) for g in gens]).to(dtype)
     if n_steps > 0:
-        eta = torch.stack([torch.rand(n, 1, generator=g, device=device) for g in gens]
-                          ).to(dtype) / n_steps
+        eta = (torch.full((len(gens), n, 1), float(eta), dtype=dtype, device=device)
+               if eta is not None else
+               torch.stack([torch.rand(n, 1, generator=g, device=device) for g in gens]
+                           ).to(dtype)) / n_steps
         target = torch.as_tensor(margin, dtype=dtype, device=device).reshape(-1, 1)
         fm = (lambda x: f(x[0]).unsqueeze(0)) if single else f
         for _ in range(n_steps):

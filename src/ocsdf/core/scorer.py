@@ -93,6 +93,13 @@ class Scorer:
     def n_features(self) -> int:
         return int(self.mean.shape[0])
 
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the numbers scoring needs (weights, biases, standardisation), as a saved
+        model stores them: what the model keeps, whatever the number of training rows."""
+        tensors, _ = self.state()
+        return int(sum(t.numel() * t.element_size() for t in tensors.values()))
+
     def lipschitz_in(self, space: str = "raw") -> float:
         """Sound l2 bound of the score in ``space``: "standardized" (``lipschitz``) or "raw"
         (``lipschitz / min(scale)``, since ``||diag(1/scale) g|| <= ||g|| / min(scale)``)."""
