@@ -23,9 +23,9 @@ from torch import nn
 
 from .conv import ChannelGroupSort2, sequential_lipschitz_bound
 from .domain import Ball, Box, Domain
-from .nn import FullSort, GroupSort2, _Squeeze, lipschitz_bound, plain_network
+from .nn import FullSort, GroupSort2, _Squeeze, plain_network
 
-__all__ = ["Scorer", "Z_MAX", "is_image_network", "network_lipschitz_bound"]
+__all__ = ["Scorer", "Z_MAX", "is_image_network"]
 
 _ACTIVATION_NAMES = {GroupSort2: "groupsort2", FullSort: "fullsort"}
 
@@ -78,7 +78,7 @@ class Scorer:
                              f"{scale.shape}")
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "scale", scale)
-        bound = network_lipschitz_bound(self.net, mean.shape[0])
+        bound = sequential_lipschitz_bound(self.net, (mean.shape[0],))
         object.__setattr__(self, "lipschitz", max(bound, 1.0) if self.clip_to_domain else bound)
         dev = self.device
         object.__setattr__(self, "_mean_t", torch.as_tensor(mean, device=dev))
@@ -223,16 +223,6 @@ def is_image_network(net: nn.Sequential) -> bool:
     """Whether ``net`` is an exported image network (it starts by unflattening rows into
     ``(C, H, W)`` images, :meth:`~ocsdf.core.conv.LipschitzConvNet.export`)."""
     return len(net) > 0 and type(net[0]) is nn.Unflatten
-
-
-def network_lipschitz_bound(net: nn.Sequential, n_features: int) -> float:
-    """Sound l2 bound of an exported network on rows of ``n_features``: the FFT and SVD bound
-    of :func:`~ocsdf.core.conv.sequential_lipschitz_bound` for image networks, the product of
-    spectral norms of :func:`~ocsdf.core.nn.lipschitz_bound` for dense ones. Both raise for a
-    layer they do not know."""
-    if is_image_network(net):
-        return sequential_lipschitz_bound(net, (int(n_features),))
-    return lipschitz_bound(net)
 
 
 #: Layers without parameters in an image network, by the name stored in a model file.
