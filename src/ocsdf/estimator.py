@@ -279,7 +279,8 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         rest, 2,000 training images, 2026-12-01, one CPU thread): digit 2 AUROC 92.8 %,
         certified 82.0 % at l2 36/255, 35 s at 128 x 3 and 1000 steps, against 67.6-76.5 % for
         the convolutional networks tried (4-8-8 and 8-16-16 channels, 300-1000 steps, up to
-        150 s); digit 8: 82.3 against 59.5-81.0 %.
+        150 s); digit 8: 82.3 against 59.5-81.0 % (measured before wide layers were computed
+        in closed form; the 10-digit table is ``docs/results/images_mnist.md``).
     channels : tuple of even int, default (8, 16, 16)
         Convolutional network only: output channels of each stage (3 x 3 orthogonal
         convolutions with circular padding, GroupSort2 over channels, a pixel unshuffle
