@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 from ocsdf import OCSDF, InputError, fit_many
 from ocsdf.core.domain import Ball, Box
 from ocsdf.core.nn import make_mlp
-from ocsdf.core.training import TrainConfig, train
+from ocsdf.core.training import InMemoryPositives, TrainConfig, train
 
 # training settings pinned (the measured numbers below do not follow the estimator defaults)
 SMALL = dict(width=32, depth=2, n_steps=300, warmup_steps=30, n_newton_steps=4,
@@ -71,6 +71,37 @@ def test_train_checks_margins_and_seeds():
     with pytest.raises(ValueError, match=r"shape \(n, 3\)"):
         train(net, torch.randn(20, 4), Box(), TrainConfig(n_steps=1), seeds=[0, 1],
               margins=[0.1, 0.1])
+
+
+def test_positive_sources_and_extra_loss_hooks():
+    """A positive source with InMemoryPositives' draw and a zero extra loss train exactly as
+    the defaults; a non-zero extra loss changes the trajectory and is called every update."""
+    x = torch.randn(50, 3)
+    cfg = TrainConfig(n_steps=20, warmup_steps=5, batch_size=16)
+
+    def run(**kw):
+        net = make_mlp(3, 8, 2, n_models=2, seeds=[0, 1])
+        train(net, x, Box(), cfg, seeds=[3, 4], **kw)
+        return torch.cat([p.detach().reshape(-1) for p in net.parameters()])
+
+    base = run()
+    source = InMemoryPositives(x, 2, 3, "cpu", torch.float32)
+    net = make_mlp(3, 8, 2, n_models=2, seeds=[0, 1])
+    train(net, source, Box(), cfg, seeds=[3, 4])
+    assert torch.equal(torch.cat([p.detach().reshape(-1) for p in net.parameters()]), base)
+    calls = []
+
+    def zero(forward, step):
+        calls.append(step)
+        out = forward(torch.zeros(2, 4, 3))
+        assert out.shape == (2, 4)
+        return 0.0 * out.sum(1)
+
+    assert torch.equal(run(extra_loss=zero), base)
+    assert calls == list(range(20))
+    pulled = run(extra_loss=lambda forward, step: (forward(torch.zeros(2, 1, 3)) - 3.0)
+                 .square().sum(1))
+    assert not torch.equal(pulled, base)
 
 
 def test_trained_models_are_1_lipschitz():

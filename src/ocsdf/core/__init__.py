@@ -12,10 +12,11 @@ from .loss import hkr_loss
 from .nn import LipschitzMLP, export, lipschitz_bound, make_mlp
 from .sampling import newton_raphson_negatives
 from .scorer import Scorer
-from .training import TrainConfig, TrainHistory, train
+from .training import InMemoryPositives, TrainConfig, TrainHistory, train
 
 __all__ = [
-    "Ball", "Box", "Domain", "LipschitzMLP", "Scorer", "Standardizer", "TrainConfig",
-    "TrainHistory", "export", "hkr_loss", "lipschitz_bound", "make_domain", "make_mlp",
+    "Ball", "Box", "Domain", "InMemoryPositives", "LipschitzMLP", "Scorer", "Standardizer",
+    "TrainConfig", "TrainHistory", "export", "hkr_loss", "lipschitz_bound", "make_domain",
+    "make_mlp",
     "newton_raphson_negatives", "train",
 ]

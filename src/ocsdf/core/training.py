@@ -28,7 +28,7 @@ from .loss import hkr_loss
 from .nn import LipschitzNetwork
 from .sampling import newton_raphson_negatives
 
-__all__ = ["RMSprop", "TrainConfig", "TrainHistory", "train"]
+__all__ = ["InMemoryPositives", "RMSprop", "TrainConfig", "TrainHistory", "train"]
 
 
 @dataclass(frozen=True)
@@ -188,6 +188,34 @@ def _stack_data(x: torch.Tensor | Sequence[torch.Tensor], n_models: int, d: int,
     return data, torch.as_tensor(offsets, device=device).unsqueeze(1), lengths
 
 
+class InMemoryPositives:
+    """Positive batches drawn uniformly with replacement from tensors held in memory.
+
+    The default source of :func:`train`. Any object with the same :meth:`draw` may replace it
+    (e.g. a bounded shuffle buffer over a stream of rows, :mod:`ocsdf.streamfit`).
+
+    Parameters
+    ----------
+    x : Tensor ``(n, d)`` or sequence of ``n_models`` tensors ``(n_i, d)``
+        Normal samples in the network's input space: one set shared by all models, or one per
+        model (the same tensor object given for several models is stored once).
+    n_models, d : int
+    device, dtype
+        Where and how the rows are stored.
+    """
+
+    def __init__(self, x: torch.Tensor | Sequence[torch.Tensor], n_models: int, d: int,
+                 device, dtype) -> None:
+        self.data, self.offsets, self.lengths = _stack_data(x, n_models, d, device, dtype)
+
+    def draw(self, gens: Sequence[torch.Generator], batch_size: int) -> torch.Tensor:
+        """``(M, batch_size, d)`` rows, model ``i``'s drawn with one ``randint`` from
+        ``gens[i]`` (the only use of the generators)."""
+        idx = torch.stack([torch.randint(n_i, (batch_size,), generator=g, device=g.device)
+                           for n_i, g in zip(self.lengths, gens)])
+        return self.data[idx + self.offsets]
+
+
 def train(
     model: LipschitzNetwork,
     x: torch.Tensor | Sequence[torch.Tensor],
@@ -199,6 +227,8 @@ def train(
     log_every: int = 50,
     desc: str = "ocsdf fit",
     grad_hook: Callable[[Sequence[torch.nn.Parameter]], None] | None = None,
+    extra_loss: Callable[[Callable[[torch.Tensor], torch.Tensor], int], torch.Tensor]
+    | None = None,
 ) -> list[TrainHistory]:
     """Fit the ``M`` models of ``model`` to their normal samples (paper Algorithm 3), in place.
 
@@ -210,10 +240,12 @@ def train(
     ----------
     model : LipschitzNetwork
         ``M`` models (``model.n_models``), trained in place on their parameters' device.
-    x : Tensor ``(n, d)`` or sequence of ``M`` tensors ``(n_i, d)``
+    x : Tensor ``(n, d)``, sequence of ``M`` tensors ``(n_i, d)``, or a positive source
         Normal samples in the network's input space (standardised units for tabular data): one
         set shared by all models, or one per model (sizes may differ; the same tensor object
-        given for several models is stored once).
+        given for several models is stored once); or an object with
+        ``draw(generators, batch_size) -> Tensor (M, batch_size, d)`` like
+        :class:`InMemoryPositives`, which tensors are wrapped in.
     domain : Box or Ball
         Where negatives live.
     config : TrainConfig
@@ -230,6 +262,11 @@ def train(
         may change the gradients in place (e.g. average them over processes: data-parallel
         training in :mod:`ocsdf.distributed`). Default None: nothing is called, and training
         is exactly as without the argument.
+    extra_loss : callable, optional
+        ``extra_loss(forward, step) -> Tensor (M,)`` added to each model's HKR loss at every
+        update; ``forward`` maps ``(M, n, d)`` inputs to ``(M, n)`` scores with the weights of
+        that update (differentiable). It must not use the training generators. Default None:
+        training is exactly as without the argument.
 
     Returns
     -------
@@ -251,7 +288,7 @@ def train(
     if not bool((margin_t > 0).all()):
         raise ValueError(f"every margin must be > 0, got {margin_t.tolist()}")
     d = model.in_features
-    data, offsets, lengths = _stack_data(x, n_models, d, device, dtype)
+    positives = x if hasattr(x, "draw") else InMemoryPositives(x, n_models, d, device, dtype)
     bs = config.batch_size
     gens = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
     opt = _optimizer(config.optimizer, model, config.lr, config.bias_lr_factor)
@@ -274,15 +311,16 @@ def train(
             lambda z, frozen=frozen: model.forward_with(frozen, z),
             domain, bs, d, t, margin_t, gens, device, dtype,
             value_and_grad=(lambda z, frozen=frozen: manual(frozen, z)) if manual else None)
-        idx = torch.stack([torch.randint(n_i, (bs,), generator=g, device=device)
-                           for n_i, g in zip(lengths, gens)])
-        batch = torch.cat((data[idx + offsets], neg), dim=1)
+        batch = torch.cat((positives.draw(gens, bs).to(dtype), neg), dim=1)
         for k in range(config.n_updates):
             if k > 0:
                 weights = model.weights()
             scores = model.forward_with(weights, batch)
             f_pos, f_neg = scores[:, :bs], scores[:, bs:]
             losses = hkr_loss(f_pos, f_neg, margin_t, config.lam)
+            if extra_loss is not None:
+                losses = losses + extra_loss(
+                    lambda z, weights=weights: model.forward_with(weights, z), step)
             opt.zero_grad()
             losses.sum().backward()
             if grad_hook is not None:
