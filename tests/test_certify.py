@@ -11,9 +11,12 @@ from ocsdf import OCSDF
 from ocsdf.baselines import train_conventional
 from ocsdf.certify import (
     certified_auroc,
+    certified_auroc_terms,
     empirical_auroc_under_attack,
     lipschitz_in,
     pgd_attack,
+    radius_from_terms,
+    score_terms,
 )
 from ocsdf.core.domain import Ball, Box
 from ocsdf.data import load_adbench, oc_split
@@ -56,6 +59,79 @@ def test_raw_space_bound_covers_gradients_with_unequal_scales():
     # The radius is the distance to the threshold divided by the raw bound.
     r = model.certified_radius(x[:10])
     assert np.allclose(r, np.abs(model.decision_function(x[:10])) / L_raw)
+
+
+def test_term_bounds_fold_the_standardisation_into_the_first_layer():
+    """Wide first layer (d > width: orthonormal rows): ||W1 diag(1/scale)|| is below
+    ||W1|| / min(scale); tall layers (orthonormal columns) give exactly 1 / min(scale)."""
+    rng = np.random.default_rng(0)
+    scales = np.r_[np.full(20, 0.05), np.ones(20)]
+    x = rng.normal(size=(200, 40)) * scales
+    for width, expect_gain in ((16, True), (64, False)):
+        model = OCSDF(n_steps=30, width=width, depth=2, random_state=0).fit(x)
+        sc = model.scorer_
+        lf, lb = sc.term_lipschitz("raw")
+        w = sc.net[0].weight.detach().double().numpy()
+        rest = np.prod([np.linalg.norm(m.weight.detach().double().numpy(), 2)
+                        for m in sc.net[1:] if isinstance(m, torch.nn.Linear)])
+        assert lf == pytest.approx(np.linalg.norm(w / sc.scale, 2) * rest, rel=1e-9)
+        assert lb == pytest.approx(1 / sc.scale.min())
+        assert lf <= sc.network_lipschitz / sc.scale.min() * (1 + 1e-12)
+        # an independent lower bound: gradient norms of the network term in raw units
+        pts = torch.as_tensor(x + rng.normal(size=x.shape) * scales).requires_grad_(True)
+        z = (pts - torch.as_tensor(sc.mean)) / torch.as_tensor(sc.scale)
+        (g,) = torch.autograd.grad(sc.net(z).sum(), pts)
+        assert g.norm(dim=1).max().item() <= lf * (1 + 1e-9)
+        assert (lf < 0.9 * lb) == expect_gain
+        assert lipschitz_in(model, "raw") == pytest.approx(max(lf, lb))
+
+
+def test_term_wise_certificates_generalise_the_single_bound():
+    rng = np.random.default_rng(3)
+    tn, ta = rng.normal(1, 1, (300, 2)), rng.normal(-1, 1, (200, 2))
+    sn, sa = tn.min(1), ta.min(1)
+    # equal bounds: exactly the single-bound certificate and radius
+    np.testing.assert_allclose(certified_auroc_terms(tn, ta, EPS, (1.5, 1.5)),
+                               certified_auroc(sn, sa, EPS, 1.5), rtol=0, atol=1e-15)
+    np.testing.assert_allclose(radius_from_terms(tn, 0.2, (1.5, 1.5)), np.abs(sn - 0.2) / 1.5,
+                               rtol=1e-12)
+    # a smaller network bound: never below the single bound with the larger constant
+    tight = certified_auroc_terms(tn, ta, EPS, (0.5, 1.5))
+    assert np.all(tight >= certified_auroc(sn, sa, EPS, 1.5) - 1e-15)
+    assert tight[-1] > certified_auroc(sn, sa, EPS[-1], 1.5) + 0.01
+    r = radius_from_terms(tn, 0.2, (0.5, 1.5))
+    inlier = sn >= 0.2
+    expect_in = np.minimum((tn[:, 0] - 0.2) / 0.5, (tn[:, 1] - 0.2) / 1.5)
+    expect_out = np.maximum(np.clip(0.2 - tn[:, 0], 0, None) / 0.5,
+                            np.clip(0.2 - tn[:, 1], 0, None) / 1.5)
+    np.testing.assert_allclose(r, np.where(inlier, expect_in, expect_out), rtol=1e-12)
+    # no domain term (None): the network term alone
+    np.testing.assert_allclose(
+        radius_from_terms(np.c_[sn, np.full(300, np.inf)], 0.2, (0.5, None)),
+        np.abs(sn - 0.2) / 0.5, rtol=1e-12)
+
+
+def test_term_wise_radius_is_never_broken_by_an_attack_on_a_wide_input():
+    """Rows pushed by PGD to 0.98 of their term-wise radius (raw units, wide first layer, so
+    the network term's bound is below the single one) never change prediction."""
+    rng = np.random.default_rng(1)
+    scales = np.r_[np.full(20, 0.05), np.ones(20)]
+    x = rng.normal(size=(300, 40)) * scales
+    model = OCSDF(n_steps=150, width=16, depth=2, random_state=0).fit(x)
+    rows = np.r_[x[:40], rng.normal(size=(40, 40)) * scales * 3]
+    terms = score_terms(model, rows)
+    np.testing.assert_array_equal(terms.min(1), model.score_samples(rows))
+    radius = model.certified_radius(rows)
+    single = np.abs(model.decision_function(rows)) / lipschitz_in(model, "raw")
+    assert np.all(radius >= single * (1 - 1e-12)) and np.any(radius > 1.02 * single)
+    label = model.predict(rows)
+    xt = torch.as_tensor(rows)
+    for sign in (-1, 1):
+        sel = label == (1 if sign == -1 else -1)
+        for i in np.flatnonzero(sel):
+            adv = pgd_attack(model.score_tensor, xt[i : i + 1], 0.98 * float(radius[i]), sign,
+                             n_iter=40, restarts=2, seed=int(i))
+            assert model.predict(adv.numpy())[0] == label[i]
 
 
 def _check_sound(model, xn, xa, eps_grid, space):

@@ -7,8 +7,24 @@ class. Budgets ``eps`` and radii are l2 norms, in the space named by ``space``:
 
 * ``"raw"``: the user's feature units. The estimator scores ``g(x) = F((x - mean) / scale)``
   with ``F`` L-Lipschitz in standardised units, so ``||grad g(x)|| = ||diag(1/scale) grad F||
-  <= L / min_i scale_i``: the raw-space bound is ``L_raw = L / min(scale)``.
+  <= L / min_i scale_i``: a raw-space bound is ``L / min(scale)``.
 * ``"standardized"``: units of standard deviations, bound ``L``.
+
+The score is the minimum of two terms, ``min(f(z), sdf_B(z))`` (the network and the signed
+distance to the domain B; :meth:`ocsdf.Scorer.term_lipschitz`), and certificates bound each term
+with its own constant ``(L_f, L_B)``: in raw units ``L_f = ||W_1 diag(1/scale)||_2 x`` (the
+other layers' bound), the first layer's exact spectral norm with the standardisation folded in,
+and ``L_B = 1 / min(scale)``. A row with terms ``(f, b)`` and threshold ``t``:
+
+* inlier (``min(f, b) >= t``): stays one while both terms stay ``>= t``, so its radius is
+  ``min((f - t) / L_f, (b - t) / L_B)``;
+* outlier: must raise every term below ``t`` to ``t``, so its radius is
+  ``max((t - f)_+ / L_f, (t - b)_+ / L_B)``;
+* under a budget ``eps`` the score lies in ``[min(f - L_f eps, b - L_B eps),
+  min(f + L_f eps, b + L_B eps)]`` (the certified AUROC uses these worst cases).
+
+With ``L_f = L_B = L`` these are ``|score - t| / L`` and ``score -/+ L eps``; separate constants
+are never looser, and tighter in raw units when feature scales differ.
 """
 
 from __future__ import annotations
@@ -21,6 +37,10 @@ from .core.scorer import Scorer
 __all__ = [
     "CertificatesMixin",
     "certified_auroc",
+    "certified_auroc_terms",
+    "radius_from_terms",
+    "score_terms",
+    "term_lipschitz",
     "lipschitz_in",
     "certified_radius",
     "local_lipschitz",
@@ -53,13 +73,51 @@ def local_lipschitz(score_fn, x, dtype: torch.dtype = torch.float64) -> float:
     return float(grad.norm(dim=1).max())
 
 
+def term_lipschitz(model, space: str = "raw") -> tuple[float, float | None]:
+    """Sound l2 bounds ``(L_f, L_B)`` of the network and domain terms of the score of
+    ``model`` (estimator or scorer) in ``space``; ``L_B`` is None without the domain clip."""
+    return _scorer(model).term_lipschitz(space)
+
+
+def score_terms(model, X) -> np.ndarray:
+    """``(n, 2)`` terms ``(f, sdf_B)`` of the score of the raw rows ``X`` (validated as
+    ``score_samples`` validates them); ``score_samples`` is their row minimum."""
+    scorer = _scorer(model)
+    if scorer is model:  # a bare scorer: rows are a float64 array already
+        return scorer.score_terms(np.asarray(X, dtype=np.float64))
+    if hasattr(model, "_validate_rows"):  # OCSDF: validation alone
+        rows = model._validate_rows(X)
+    else:  # validated by scoring them (the one-line errors of score_samples)
+        n = len(model.score_samples(X))
+        rows = np.asarray(X, dtype=np.float64).reshape(n, -1)
+    return scorer.score_terms(rows)
+
+
+def radius_from_terms(terms: np.ndarray, threshold: float, lipschitz: tuple) -> np.ndarray:
+    """Certified l2 radius of each row from its ``(n, 2)`` score terms (module docstring):
+    no perturbation of smaller norm moves ``min(terms) - threshold`` across 0. ``lipschitz``
+    is ``(L_f, L_B)`` (``L_B`` None: the domain term is ``+inf`` and ignored). Shape (n,)."""
+    lf, lb = lipschitz
+    terms = np.asarray(terms, dtype=np.float64).reshape(-1, 2)
+    gap = terms - threshold  # (n, 2): > 0 where a term is above the threshold
+    scale = np.array([lf, np.inf if lb is None else lb])
+    with np.errstate(invalid="ignore"):
+        inside = gap.min(axis=1) >= 0
+        r_in = np.where(np.isinf(gap), np.inf, gap / scale).min(axis=1)
+        r_out = (np.clip(-gap, 0.0, None) / scale).max(axis=1)
+    return np.where(inside, r_in, np.nan_to_num(r_out, nan=0.0))
+
+
 def certified_radius(model, X, space: str = "raw") -> np.ndarray:
-    """Per-row certified l2 radius ``|f(x) - t| / L`` around the decision threshold.
+    """Per-row certified l2 radius around the decision threshold ``t = offset_``.
 
     No perturbation of l2 norm below the radius (in ``space`` units) can move a row across
-    ``t = offset_`` (i.e. change ``predict``). Shape ``(n_samples,)``.
+    ``t`` (i.e. change ``predict``). Each term of the score gets its own bound
+    (:func:`radius_from_terms`); never smaller than ``|score - t| / L``. Shape
+    ``(n_samples,)``.
     """
-    return np.abs(model.decision_function(X)) / lipschitz_in(model, space)
+    return radius_from_terms(score_terms(model, X), float(model.offset_),
+                             term_lipschitz(model, space))
 
 
 def certified_auroc(scores_normal, scores_anomalous, eps, lipschitz: float = 1.0):
@@ -86,18 +144,46 @@ def certified_auroc(scores_normal, scores_anomalous, eps, lipschitz: float = 1.0
         At ``eps = 0`` equal to ``roc_auc_score`` with normal rows as positives (ties count 1/2).
     """
     sn = np.asarray(scores_normal, dtype=np.float64).ravel()
-    sa = np.sort(np.asarray(scores_anomalous, dtype=np.float64).ravel())
-    if sn.size == 0 or sa.size == 0:
+    sa = np.asarray(scores_anomalous, dtype=np.float64).ravel()
+    return certified_auroc_terms(np.c_[sn, np.full(sn.size, np.inf)],
+                                 np.c_[sa, np.full(sa.size, np.inf)], eps, (lipschitz, None))
+
+
+def certified_auroc_terms(terms_normal, terms_anomalous, eps, lipschitz: tuple):
+    """Certified AUROC from the two score terms of each row (module docstring), each with its
+    own bound: the AUROC of the normal rows' lowest possible scores against the anomalous
+    rows' highest, ``min(f -/+ L_f eps, b -/+ L_B eps)``.
+
+    Parameters
+    ----------
+    terms_normal, terms_anomalous : array-like, shape (n, 2)
+        ``(f, sdf_B)`` per row (:func:`score_terms`); the score is the row minimum.
+    eps : float or array-like of float, >= 0
+        l2 budgets, in the units of ``lipschitz``.
+    lipschitz : (L_f, L_B)
+        Bounds of the two terms (``L_B`` None: domain term ignored).
+
+    Returns
+    -------
+    float or ndarray shaped like ``eps``; never below :func:`certified_auroc` with
+    ``max(L_f, L_B)``.
+    """
+    tn = np.asarray(terms_normal, dtype=np.float64).reshape(-1, 2)
+    ta = np.asarray(terms_anomalous, dtype=np.float64).reshape(-1, 2)
+    if len(tn) == 0 or len(ta) == 0:
         raise ValueError("certified_auroc needs at least one normal and one anomalous score")
     eps_arr = np.asarray(eps, dtype=np.float64)
     if np.any(eps_arr < 0) or not np.all(np.isfinite(eps_arr)):
         raise ValueError("eps must be finite and >= 0")
+    lf, lb = lipschitz
+    rate = np.array([lf, 0.0 if lb is None else lb])
     out = np.empty(eps_arr.size)
     for i, e in enumerate(eps_arr.ravel()):
-        shifted = sn - 2.0 * lipschitz * e
-        below = np.searchsorted(sa, shifted, side="left")
-        ties = np.searchsorted(sa, shifted, side="right") - below
-        out[i] = (below.sum() + 0.5 * ties.sum()) / (sn.size * sa.size)
+        low = (tn - rate * e).min(axis=1)
+        high = np.sort((ta + rate * e).min(axis=1))
+        below = np.searchsorted(high, low, side="left")
+        ties = np.searchsorted(high, low, side="right") - below
+        out[i] = (below.sum() + 0.5 * ties.sum()) / (len(tn) * len(ta))
     return float(out[0]) if eps_arr.ndim == 0 else out.reshape(eps_arr.shape)
 
 
@@ -222,14 +308,15 @@ class CertificatesMixin:
     def certified_radius(self, X, space: str = "raw") -> np.ndarray:
         """Certified l2 radius of each row around the threshold ``offset_``, shape (n_samples,).
 
-        ``|decision_function(x)| / L`` with ``L`` the sound bound in ``space``: "raw" (the
-        user's feature units, ``L = lipschitz_ / min(scale_)``) or "standardized". No
-        perturbation with a smaller l2 norm can change ``predict`` for that row.
+        In ``space`` units: "raw" (the user's feature units) or "standardized". Each term of
+        the score (network, domain) is bounded with its own sound constant
+        (:func:`radius_from_terms`); at least ``|decision_function(x)| / L``. No perturbation
+        with a smaller l2 norm can change ``predict`` for that row.
         """
         return certified_radius(self, X, space)
 
     def certified_auroc(self, X_normal, X_anomalous, eps, space: str = "raw"):
         """Certified AUROC of normal vs anomalous rows under l2 attacks of budget ``eps``
-        (scalar or array, in ``space`` units); see :func:`certified_auroc`."""
-        return certified_auroc(self.score_samples(X_normal), self.score_samples(X_anomalous),
-                               eps, lipschitz_in(self, space))
+        (scalar or array, in ``space`` units); see :func:`certified_auroc_terms`."""
+        return certified_auroc_terms(score_terms(self, X_normal), score_terms(self, X_anomalous),
+                                     eps, term_lipschitz(self, space))

@@ -30,6 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .certify import CertificatesMixin
 from .core.domain import Domain, Standardizer, make_domain
+from .core.scorer import batched
 from .errors import DomainWarning, InputError
 from .estimator import _check_X, _outside_message
 
@@ -124,11 +125,21 @@ class KNNScorer:
     def lipschitz_in(self, space: str = "raw") -> float:
         """Sound l2 bound of the score in ``space``: "standardized" (1) or "raw"
         (``1 / min(scale)``, since ``||diag(1/scale) g|| <= ||g|| / min(scale)``)."""
+        net, dom = self.term_lipschitz(space)
+        return float(net if dom is None else max(net, dom))
+
+    def term_lipschitz(self, space: str = "raw") -> tuple[float, float | None]:
+        """Bounds ``(L_f, L_B)`` of the two terms of ``min(-d_k, sdf_B)`` in ``space`` (as
+        :meth:`ocsdf.Scorer.term_lipschitz`): both 1 in standardised units and
+        ``1 / min(scale)`` in raw units (exact: a move along the feature of smallest scale);
+        ``L_B`` is None without the domain clip."""
         if space == "standardized":
-            return float(self.lipschitz)
-        if space == "raw":
-            return float(self.lipschitz / np.min(self.scale))
-        raise ValueError(f"space must be 'raw' or 'standardized', got {space!r}")
+            one = float(self.lipschitz)
+        elif space == "raw":
+            one = float(self.lipschitz / np.min(self.scale))
+        else:
+            raise ValueError(f"space must be 'raw' or 'standardized', got {space!r}")
+        return one, (one if self.clip_to_domain else None)
 
     # ------------------------------------------------------------------ scoring
     def standardize(self, X: np.ndarray) -> np.ndarray:
@@ -170,6 +181,21 @@ class KNNScorer:
             s = torch.minimum(s, self.domain.signed_distance(z))
         return s
 
+    def terms_z_tensor(self, z: torch.Tensor) -> torch.Tensor:
+        """``(n, 2)``: ``-d_k(z)`` and ``sdf_B(z)`` (``+inf`` without the domain clip); the
+        score is their row minimum."""
+        z = z.to(self.device, torch.float64)
+        dom = (self.domain.signed_distance(z) if self.clip_to_domain
+               else torch.full((len(z),), torch.inf, dtype=z.dtype))
+        return torch.stack((-self.kth_distance_tensor(z), dom), dim=1)
+
+    def score_terms(self, X: np.ndarray, standardized: bool = False) -> np.ndarray:
+        """``(n, 2)`` terms (:meth:`terms_z_tensor`) of a float64 array of rows, raw units
+        unless ``standardized``; their row minimum is :meth:`score`."""
+        Z = np.asarray(X, dtype=np.float64)
+        Z = Z if standardized else self.standardize(Z)
+        return batched(self.terms_z_tensor, Z, self._block_rows(), self.device, width=2)
+
     def score_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable score of raw rows ``(n, d)`` -> ``(n,)`` (float64); no validation.
         The result is on the CPU."""
@@ -180,13 +206,11 @@ class KNNScorer:
         """Scores of a float64 array of rows ``(n, d)`` -> ``(n,)``, raw units unless
         ``standardized``, in blocks. No validation."""
         fn = self.score_z_tensor if standardized else self.score_tensor
-        X = np.asarray(X, dtype=np.float64)
-        rows = max(1, _BLOCK_ENTRIES // (self.n_candidates * max(1, self.n_features)))
-        out = np.empty(len(X))
-        with torch.no_grad():
-            for start in range(0, len(X), rows):
-                out[start : start + rows] = fn(torch.tensor(X[start : start + rows])).numpy()
-        return out
+        return batched(fn, np.asarray(X, dtype=np.float64), self._block_rows(), self.device)
+
+    def _block_rows(self) -> int:
+        """Rows scored per block (the candidates' distances take ``rows * k' * d`` floats)."""
+        return max(1, _BLOCK_ENTRIES // (self.n_candidates * max(1, self.n_features)))
 
     def leave_one_out_scores(self) -> np.ndarray:
         """Score of each training row against the *other* training rows, shape (n_train,),

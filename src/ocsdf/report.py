@@ -110,7 +110,7 @@ class Report:
     ) -> None:
         from sklearn.utils.validation import check_is_fitted
 
-        from .certify import lipschitz_in
+        from .certify import lipschitz_in, radius_from_terms, term_lipschitz
 
         check_is_fitted(model, "net_")
         for name, value in (("top_rows", top_rows), ("top_features", top_features)):
@@ -130,8 +130,10 @@ class Report:
         self.threshold = float(model.offset_)
         self.flagged = self.scores < self.threshold
         self.lipschitz_raw = lipschitz_in(model, "raw")
+        self.term_lipschitz = term_lipschitz(model, "raw")
         # = model.certified_radius(X) (ocsdf.certify), without validating X a second time
-        self.radius = np.abs(self.scores - self.threshold) / self.lipschitz_raw
+        self.terms = model.scorer_.score_terms(self.X)
+        self.radius = radius_from_terms(self.terms, self.threshold, self.term_lipschitz)
         self.labels = None if labels is None else _check_labels(labels, n)
         self.auroc: float | None = None
         self.eps: np.ndarray | None = None
@@ -146,14 +148,18 @@ class Report:
     def _certified_curve(self) -> None:
         """AUROC and certified AUROC on a grid of budgets (raw units) from 0 to just past the
         budget at which the certified AUROC reaches 0."""
-        from .certify import certified_auroc
+        from .certify import certified_auroc_terms
 
         sn = self.scores[self.labels == 0]
         sa = self.scores[self.labels == 1]
-        L = self.lipschitz_raw
-        top = max(float(sn.max() - sa.min()), 0.0) / (2.0 * L)
+        # every score moves at least min(L_f, L_B) eps in the worst case (certify module
+        # docstring), so the certified AUROC is 0 past this budget
+        slowest = min(v for v in self.term_lipschitz if v is not None)
+        top = max(float(sn.max() - sa.min()), 0.0) / (2.0 * slowest)
         self.eps = np.linspace(0.0, 1.02 * top if top > 0 else 1.0, _EPS_POINTS)
-        self.certified_auroc = np.asarray(certified_auroc(sn, sa, self.eps, L))
+        self.certified_auroc = np.asarray(certified_auroc_terms(
+            self.terms[self.labels == 0], self.terms[self.labels == 1], self.eps,
+            self.term_lipschitz))
         self.auroc = float(self.certified_auroc[0])
 
     def _rows_table(self) -> pd.DataFrame:
@@ -248,7 +254,7 @@ class Report:
             ("training time", fit_text),
             ("margin m", f"{m.margin_:.4g} (standardised units)"),
             ("Lipschitz bound L", f"{m.lipschitz_:.4g} (l2, standardised units); "
-             f"{self.lipschitz_raw:.4g} per raw feature unit (L / min(scale))"),
+             f"{self.lipschitz_raw:.4g} per raw feature unit ({self._raw_terms_text()})"),
             ("threshold", html.escape(_threshold_text(m))),
         ]
         if self.labels is not None:
@@ -258,6 +264,11 @@ class Report:
                 items.append(("AUROC", f"{self.auroc:.4f} (normal vs anomalous, no attack)"))
         rows = "\n".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in items)
         return f"<table class=\"summary\">\n{rows}\n</table>"
+
+    def _raw_terms_text(self) -> str:
+        lf, lb = self.term_lipschitz
+        net = f"network {lf:.4g}: first layer's norm with the standardisation folded in"
+        return net if lb is None else f"{net}; domain B {lb:.4g} = 1 / min(scale)"
 
     def _figures_html(self) -> str:
         figs = [_img(self._histogram_png(), "histogram of scores with the threshold")]
@@ -279,7 +290,8 @@ class Report:
                 parts.append(f"&ge; {level:g} up to eps = {eps[above[-1]]:.4g}")
         got = "; ".join(parts) if parts else "below 0.5 at every budget"
         return ("Certified AUROC: a lower bound of the AUROC under any l2 perturbation of norm "
-                f"&le; eps of every row (raw feature units, L = {self.lipschitz_raw:.4g}); "
+                f"&le; eps of every row (raw feature units; network and domain terms bounded "
+                f"apart: {self._raw_terms_text()}); "
                 f"{got} (grid of {_EPS_POINTS} budgets).")
 
     def _rows_html(self) -> str:

@@ -54,7 +54,7 @@ def cmd_certify(args: argparse.Namespace) -> int:
     """``ocsdf certify``: print (eps, certified AUROC, empirical AUROC), write PNG. Returns 0."""
     import pandas as pd
 
-    from ..certify import empirical_auroc_under_attack, lipschitz_in
+    from ..certify import empirical_auroc_under_attack, lipschitz_in, term_lipschitz
     from ..estimator import OCSDF
     from ..io import write_csv_atomic
     from ..plot import robustness_plot
@@ -73,8 +73,11 @@ def cmd_certify(args: argparse.Namespace) -> int:
     table = pd.DataFrame({"eps": eps, "certified_auroc": cert})
     if emp is not None:
         table["empirical_auroc"] = emp
+    lf, lb = term_lipschitz(model, args.space)
+    terms = f"network term {lf:.4g}" + ("" if lb is None else f", domain term {lb:.4g}")
     print(f"{len(xn)} normal rows vs {len(xa)} anomalous rows; eps = l2 budget in {units}; "
-          f"L = {lipschitz_in(model, args.space):.4g} (sound Lipschitz bound, same units)")
+          f"L = {lipschitz_in(model, args.space):.4g} (sound Lipschitz bound, same units; "
+          f"{terms}, bounded apart)")
     ref_cert, ignored_r = None, []
     if args.reference:
         ref_cert, ignored_r, text = _reference(model, args, xn, xa, eps)

@@ -25,7 +25,7 @@ from .conv import ChannelGroupSort2, sequential_lipschitz_bound
 from .domain import Ball, Box, Domain
 from .nn import FullSort, GroupSort2, _Squeeze, plain_network
 
-__all__ = ["Scorer", "Z_MAX", "is_image_network"]
+__all__ = ["Scorer", "Z_MAX", "batched", "is_image_network"]
 
 _ACTIVATION_NAMES = {GroupSort2: "groupsort2", FullSort: "fullsort"}
 
@@ -62,6 +62,13 @@ class Scorer:
         computed here from ``net``'s weights (never passed in): the network's bound, and at
         least 1 with ``clip_to_domain`` (``sdf_B`` is 1-Lipschitz and a minimum is Lipschitz
         with the larger constant).
+    lipschitz_network_raw : float
+        Sound l2 bound of ``x -> f((x - mean) / scale)`` in raw units: the exact spectral norm
+        of the first layer with the standardisation folded in, ``||W_1 diag(1/scale)||_2``
+        (float64 SVD), times the bound of the other layers. Never larger than
+        ``network bound / min(scale)`` (``||W_1 D|| <= ||W_1|| ||D||``), and much smaller when
+        the features with small scales carry small weights. Networks that do not start with a
+        dense layer (images) use ``network bound / min(scale)``.
     """
 
     net: nn.Sequential
@@ -79,7 +86,9 @@ class Scorer:
         object.__setattr__(self, "mean", mean)
         object.__setattr__(self, "scale", scale)
         bound = sequential_lipschitz_bound(self.net, (mean.shape[0],))
+        object.__setattr__(self, "network_lipschitz", bound)
         object.__setattr__(self, "lipschitz", max(bound, 1.0) if self.clip_to_domain else bound)
+        object.__setattr__(self, "lipschitz_network_raw", _folded_bound(self.net, scale, bound))
         dev = self.device
         object.__setattr__(self, "_mean_t", torch.as_tensor(mean, device=dev))
         object.__setattr__(self, "_scale_t", torch.as_tensor(scale, device=dev))
@@ -101,13 +110,28 @@ class Scorer:
         return int(sum(t.numel() * t.element_size() for t in tensors.values()))
 
     def lipschitz_in(self, space: str = "raw") -> float:
-        """Sound l2 bound of the score in ``space``: "standardized" (``lipschitz``) or "raw"
-        (``lipschitz / min(scale)``, since ``||diag(1/scale) g|| <= ||g|| / min(scale)``)."""
+        """Sound l2 bound of the whole score in ``space``: "standardized" (``lipschitz``) or
+        "raw" (the larger of the two terms' raw bounds, :meth:`term_lipschitz`; never larger
+        than ``lipschitz / min(scale)``, since ``||diag(1/scale) g|| <= ||g|| / min(scale)``)."""
         if space == "standardized":
             return float(self.lipschitz)
-        if space == "raw":
-            return float(self.lipschitz / np.min(self.scale))
-        raise ValueError(f"space must be 'raw' or 'standardized', got {space!r}")
+        net, dom = self.term_lipschitz(space)
+        return float(net if dom is None else max(net, dom))
+
+    def term_lipschitz(self, space: str = "raw") -> tuple[float, float | None]:
+        """Sound l2 bounds ``(L_f, L_B)`` of the two terms of ``score = min(f, sdf_B)`` in
+        ``space``: the network term ``f`` and the domain term ``sdf_B`` (None without the
+        domain clip). Standardised units: (network bound, 1). Raw units:
+        (:attr:`lipschitz_network_raw`, ``1 / min(scale)``, exact for ``sdf_B``). Certificates
+        that treat the terms apart (:mod:`ocsdf.certify`) are never looser than one constant
+        for both."""
+        if space == "standardized":
+            net, dom = float(self.network_lipschitz), 1.0
+        elif space == "raw":
+            net, dom = float(self.lipschitz_network_raw), float(1.0 / np.min(self.scale))
+        else:
+            raise ValueError(f"space must be 'raw' or 'standardized', got {space!r}")
+        return net, (dom if self.clip_to_domain else None)
 
     def to(self, device: str | torch.device) -> Scorer:
         """The same scorer on ``device`` (an exact copy of the weights)."""
@@ -131,6 +155,15 @@ class Scorer:
             f = torch.minimum(f, self.domain.signed_distance(z))
         return f
 
+    def terms_z_tensor(self, z: torch.Tensor) -> torch.Tensor:
+        """The two terms of the score of standardised rows, ``(n, d)`` -> ``(n, 2)``
+        (float64): the network ``f(z)`` and ``sdf_B(z)`` (``+inf`` without the domain clip);
+        the score is their row minimum."""
+        z = z.to(self.device, torch.float64)
+        dom = (self.domain.signed_distance(z) if self.clip_to_domain
+               else torch.full((len(z),), torch.inf, dtype=z.dtype, device=z.device))
+        return torch.stack((self.net(z), dom), dim=1)
+
     def score_tensor(self, x: torch.Tensor) -> torch.Tensor:
         """Differentiable score of raw rows ``(n, d)`` -> ``(n,)`` (float64); no validation."""
         z = (x.to(self.device, torch.float64) - self._mean_t) / self._scale_t
@@ -140,13 +173,13 @@ class Scorer:
         """Scores of a float64 array of rows ``(n, d)`` -> ``(n,)``, raw units unless
         ``standardized``, in batches of :data:`SCORE_BATCH` rows. No validation."""
         fn = self.score_z_tensor if standardized else self.score_tensor
-        out = np.empty(len(X))
-        with torch.no_grad():
-            for start in range(0, len(X), SCORE_BATCH):
-                xb = torch.tensor(X[start : start + SCORE_BATCH], dtype=torch.float64,
-                                     device=self.device)
-                out[start : start + len(xb)] = fn(xb).cpu().numpy()
-        return out
+        return batched(fn, X, SCORE_BATCH, self.device)
+
+    def score_terms(self, X: np.ndarray, standardized: bool = False) -> np.ndarray:
+        """``(n, 2)`` terms (network, domain; :meth:`terms_z_tensor`) of a float64 array of
+        rows, raw units unless ``standardized``; their row minimum is :meth:`score`."""
+        Z = X if standardized else self.standardize(X)
+        return batched(self.terms_z_tensor, Z, SCORE_BATCH, self.device, width=2)
 
     # ------------------------------------------------------------------ persistence
     def layers(self) -> list[tuple[str, object]]:
@@ -325,3 +358,24 @@ def _domain_from_meta(meta: dict) -> Domain:
     if meta["kind"] == "ball":
         return Ball(float(meta["radius"]))
     raise ValueError(f"unknown domain kind {meta['kind']!r}")
+
+
+def batched(fn, X: np.ndarray, rows: int, device, width: int | None = None) -> np.ndarray:
+    """``fn`` (a float64 tensor function of ``(b, d)`` rows to ``(b,)``, or ``(b, width)``)
+    applied to ``X`` in blocks of ``rows`` rows without gradients: ``(n,)`` or ``(n, width)``."""
+    out = np.empty((len(X),) if width is None else (len(X), width))
+    with torch.no_grad():
+        for start in range(0, len(X), rows):
+            xb = torch.tensor(X[start : start + rows], dtype=torch.float64, device=device)
+            out[start : start + len(xb)] = fn(xb).cpu().numpy()
+    return out
+
+
+def _folded_bound(net: nn.Sequential, scale: np.ndarray, bound: float) -> float:
+    """Raw-unit l2 bound of ``x -> net(x / scale)`` (``Scorer.lipschitz_network_raw``)."""
+    first = net[0] if len(net) else None
+    if type(first) is not nn.Linear:
+        return float(bound / np.min(scale))
+    w = first.weight.detach().to("cpu", torch.float64) / torch.as_tensor(scale)
+    rest = sequential_lipschitz_bound(net[1:], (first.out_features,))
+    return min(float(torch.linalg.matrix_norm(w, ord=2)) * rest, float(bound / np.min(scale)))
