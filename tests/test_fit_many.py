@@ -255,6 +255,20 @@ def test_cosine_schedule_starts_at_the_rate_and_then_decays():
         _one_step(TrainConfig(n_steps=1, lr_schedule="step", **base))
 
 
+def test_linear_schedule_goes_from_the_rate_to_a_thousandth():
+    from ocsdf.core.training import LINEAR_FINAL_FACTOR, lr_factor
+
+    factors = [lr_factor("linear", k, 5) for k in range(5)]
+    assert factors[0] == 1.0 and factors[-1] == pytest.approx(LINEAR_FINAL_FACTOR)
+    assert np.allclose(np.diff(factors), np.diff(factors)[0])
+    assert lr_factor("cosine", 0, 5) == 1.0 and lr_factor("constant", 3, 5) == 1.0
+    base = dict(warmup_steps=0, batch_size=16, lr=1e-2)
+    const, lin = (_one_step(TrainConfig(n_steps=3, lr_schedule=s, **base))
+                  for s in ("constant", "linear"))
+    total = [sum(float(m.abs().sum()) for m in part[0] + part[1]) for part in (const, lin)]
+    assert total[1] < 0.9 * total[0]
+
+
 def test_our_rmsprop_is_torchs_bit_for_bit():
     """The hand-written RMSprop (no torch._dynamo import) makes torch.optim.RMSprop's updates
     exactly, with two parameter groups at different rates."""

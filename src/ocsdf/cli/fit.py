@@ -28,6 +28,10 @@ __all__ = ["register", "cmd_fit"]
 #: OCSDF's defaults of the options that leave them out, for the help text only (the CLI does not
 #: import the estimator to draw its help; a test checks that they agree).
 FIT_DEFAULTS = {"n_steps": 1000, "width": 128, "depth": 3}
+#: ``ocsdf.streamfit.DEFAULT_BUFFER_ROWS`` and ``ocsdf.stream.DEFAULT_CHUNK_ROWS``, for the help
+#: text (a test checks that they agree).
+DEFAULT_BUFFER_ROWS = 200_000
+DEFAULT_CHUNK_ROWS = 65_536
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Fit OCSDF on a file of normal rows (CSV, NPZ or Parquet) and save the "
         "model directory.",
     )
-    p.add_argument("data", help="training data: .csv (header detected), .npz (array X), .parquet")
+    p.add_argument("data", help="training data: .csv (header detected), .npz (array X), .parquet; "
+                   "with --stream also a folder of .csv / .parquet files")
     p.add_argument("--model", required=True, metavar="DIR", help="model directory to write")
     p.add_argument("--columns", type=column_list, metavar="A,B,...",
                    help="columns to use: names or 0-based positions (default: all)")
@@ -74,6 +79,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--stream", action="store_true",
+                   help="data larger than memory: read DATA (a file or a folder of them) in "
+                   "chunks, twice (statistics, then training from a buffer of rows); same "
+                   "model as without it when the rows fit in the buffer and there is no --fpr")
+    p.add_argument("--buffer-rows", type=positive_int, default=None, metavar="N",
+                   help=f"with --stream: training rows held in memory ({DEFAULT_BUFFER_ROWS:,})")
+    p.add_argument("--chunk-rows", type=positive_int, default=None, metavar="N",
+                   help=f"with --stream: rows read at a time ({DEFAULT_CHUNK_ROWS:,})")
     p.set_defaults(func=cmd_fit)
 
 
@@ -81,9 +94,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
     """``ocsdf fit``: read, fit, save, print a summary. Returns 0."""
     import pandas as pd
 
-    from ..estimator import OCSDF
     from ..io import load_table, select_numeric
     from ..pictures import read_images
+
+    if args.stream:
+        return _cmd_fit_stream(args)
+    for option, value in (("--buffer-rows", args.buffer_rows), ("--chunk-rows",
+                                                                 args.chunk_rows)):
+        if value is not None:
+            raise InputError(f"{option} applies to --stream only")
 
     images = read_images(args.data)
     if images is not None:  # an .npz / .npy of images: fitted as images (pixel box)
@@ -109,47 +128,95 @@ def cmd_fit(args: argparse.Namespace) -> int:
         labels_note = (f"{path} also holds labels y ({n_pos} of {len(labels)} rows "
                        "non-zero); every row was used for training, anomalies included "
                        "(--normal-only trains on the rows with y == 0)")
+    model = _estimator(args)
+    data = pd.DataFrame(X, columns=names) if has_header else X
+    start = time.perf_counter()
+    _fit_noting_domain(lambda: model.fit(data))
+    seconds = time.perf_counter() - start
+    model.set_params(verbose=False)  # the saved model does not draw progress bars when refit
+    saved = model.save(args.model)
+    X = X.reshape(len(X), -1)
+    _print_fit_summary(model, X.shape[0], X.shape[1], names, path, seconds, saved)
+    if labels_note:
+        print(f"ocsdf: note: {labels_note}", file=sys.stderr)
+    return 0
+
+
+def _estimator(args: argparse.Namespace):
+    """The unfitted OCSDF of the command's options."""
+    from ..estimator import OCSDF
+
     given = {"width": args.width, "depth": args.depth, "n_steps": args.steps}
     if args.steps is not None:
         given["warmup_steps"] = args.steps // 10
-    model = OCSDF(
+    return OCSDF(
         **{k: v for k, v in given.items() if v is not None}, margin=args.margin,
         contamination=args.contamination, random_state=args.seed, device=args.device,
         verbose=not args.quiet, domain=args.domain, domain_size=args.domain_size,
         standardize="cover" if args.cover else args.domain != "unit",
         fpr=args.fpr, trim=args.trim,
     )
-    data = pd.DataFrame(X, columns=names) if has_header else X
-    start = time.perf_counter()
+
+
+def _fit_noting_domain(fit) -> None:
+    """Run ``fit()``; the DomainWarning about rows outside B becomes one note line on stderr
+    (not a Python warning with a path); other warnings pass through."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DomainWarning)
-        model.fit(data)
-    seconds = time.perf_counter() - start
-    for w in caught:  # the rows outside B: one note line, not a Python warning with a path
+        fit()
+    for w in caught:
         if issubclass(w.category, DomainWarning):
             print(f"ocsdf: note: {w.message}", file=sys.stderr)
         else:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    model.set_params(verbose=False)  # the saved model does not draw progress bars when refit
+
+
+def _cmd_fit_stream(args: argparse.Namespace) -> int:
+    """``ocsdf fit --stream``: :func:`ocsdf.streamfit.fit_stream` on the file or folder."""
+    from ..streamfit import fit_stream
+
+    for option, used in (("--trim", args.trim > 0), ("--cover", args.cover),
+                         ("--normal-only", args.normal_only)):
+        if used:
+            raise InputError(f"--stream does not support {option}; fit without --stream")
+    model = _estimator(args)
+    start = time.perf_counter()
+    options = {k: v for k, v in (("buffer_rows", args.buffer_rows),
+                                 ("chunk_rows", args.chunk_rows)) if v is not None}
+    _fit_noting_domain(lambda: fit_stream(args.data, model, columns=args.columns,
+                                          header=args.header, progress=not args.quiet,
+                                          **options))
+    seconds = time.perf_counter() - start
+    model.set_params(verbose=False)
     saved = model.save(args.model)
-    _print_fit_summary(model, X.reshape(len(X), -1), names, path, seconds, saved)
-    if labels_note:
-        print(f"ocsdf: note: {labels_note}", file=sys.stderr)
+    info = model.stream_info_
+    names = (list(model.feature_names_in_) if hasattr(model, "feature_names_in_")
+             else [f"x{j}" for j in range(info.n_features)])
+    where = Path(args.data)
+    if len(info.files) > 1:
+        where = f"{where} ({len(info.files)} files)"
+    _print_fit_summary(model, info.n_rows, info.n_features, names, where, seconds, saved)
+    passes = ", ".join(f"pass {i + 1} {s:.1f} s" for i, s in enumerate(info.pass_seconds))
+    how = ("every training row in the buffer (read once)" if info.in_memory else
+           f"buffer of {info.buffer_rows} rows refreshed from pass 2, {info.rows_per_step} "
+           "rows per step")
+    print(f"streamed: {passes}; training {info.train_seconds:.1f} s "
+          f"({info.steps_per_second:.1f} steps/s); {how}")
     return 0
 
 
-def _print_fit_summary(model, X: np.ndarray, names: list[str], path: Path, seconds: float,
-                       saved: Path) -> None:
+def _print_fit_summary(model, n_rows: int, n_features: int, names: list[str], path,
+                       seconds: float, saved: Path) -> None:
     """The few lines ``ocsdf fit`` prints after training."""
     from ..io import _short_list
 
     margin_kind = "auto" if model.margin == "auto" else "given"
     n_cal = len(getattr(model, "calibration_scores_", ()))
     n_trim = int(getattr(model, "n_trimmed_", 0))
-    print(f"fitted OCSDF on {X.shape[0]} rows x {X.shape[1]} features of {path} "
+    print(f"fitted OCSDF on {n_rows} rows x {n_features} features of {path} "
           f"in {seconds:.1f} s")
     if n_cal or n_trim:
-        parts = [f"trained on {X.shape[0] - n_cal - n_trim} rows"]
+        parts = [f"trained on {n_rows - n_cal - n_trim} rows"]
         if n_cal:
             parts.append(f"{n_cal} held out to calibrate the threshold")
         if n_trim:
