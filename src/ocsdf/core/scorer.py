@@ -362,11 +362,15 @@ def _domain_from_meta(meta: dict) -> Domain:
 
 def batched(fn, X: np.ndarray, rows: int, device, width: int | None = None) -> np.ndarray:
     """``fn`` (a float64 tensor function of ``(b, d)`` rows to ``(b,)``, or ``(b, width)``)
-    applied to ``X`` in blocks of ``rows`` rows without gradients: ``(n,)`` or ``(n, width)``."""
+    applied to ``X`` in blocks of ``rows`` rows without gradients: ``(n,)`` or ``(n, width)``.
+    Each block is copied row-major first, so the result does not depend on ``X``'s memory
+    layout (a column-major array, e.g. a validated DataFrame, would otherwise round the matrix
+    products' last bit differently)."""
     out = np.empty((len(X),) if width is None else (len(X), width))
     with torch.no_grad():
         for start in range(0, len(X), rows):
-            xb = torch.tensor(X[start : start + rows], dtype=torch.float64, device=device)
+            block = np.ascontiguousarray(X[start : start + rows], dtype=np.float64)
+            xb = torch.tensor(block, device=device)
             out[start : start + len(xb)] = fn(xb).cpu().numpy()
     return out
 
