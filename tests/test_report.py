@@ -235,3 +235,30 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     assert dom.rows == 12  # the DOM as Chromium built it
     assert len(dom.imgs) == 2 and all(s.startswith("data:image/png;base64,") for s in dom.imgs)
     assert "&lt;b&gt;bold&lt;/b&gt;" in done.stdout  # rendered as text, not as markup
+
+
+@pytest.mark.parametrize("network", ["dense", "conv"])
+def test_report_on_image_models(network):
+    """Image models (pixels in [0, 1], the pixel box, no domain clip): the report's scores,
+    radii (l2, pixel units) and certified AUROC are the model's own."""
+    if network == "conv":
+        pytest.importorskip("orthogonium", reason="network='conv' needs orthogonium "
+                            "(pip install 'ocsdf[images]')")
+    rng = np.random.default_rng(0)
+    normal = np.clip(0.3 + 0.1 * rng.normal(size=(120, 1, 8, 8)), 0, 1)
+    odd = rng.uniform(0, 1, size=(20, 1, 8, 8))
+    model = OCSDF(network=network, width=16, depth=2, channels=(4,), n_steps=60,
+                  random_state=0).fit(normal[:100])
+    X = np.r_[normal[100:], odd].reshape(40, -1)
+    y = np.r_[np.zeros(20, int), np.ones(20, int)]
+    rep = Report(model, X, labels=y, top_rows=5, top_features=2)
+    np.testing.assert_array_equal(rep.scores, model.score_samples(X))
+    np.testing.assert_allclose(rep.radius, model.certified_radius(X), rtol=1e-12)
+    # no domain term for the pixel box: the radius is |score - t| / L exactly
+    np.testing.assert_allclose(rep.radius, np.abs(rep.scores - model.offset_) / model.lipschitz_,
+                               rtol=1e-12)
+    assert rep.auroc == pytest.approx(roc_auc_score(1 - y, rep.scores))
+    assert rep.certified_auroc[0] == pytest.approx(rep.auroc)
+    assert np.all(np.diff(rep.certified_auroc) <= 1e-12)
+    dom = _parse(rep.to_html())
+    assert dom.rows == 5 and len(dom.imgs) == 2
