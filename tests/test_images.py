@@ -99,9 +99,6 @@ def test_image_input_errors():
         OCSDF(n_steps=2, network="conv").fit(np.zeros((5, 4)))
     with pytest.raises(InputError, match=r"image_shape=\(1, 3, 3\) needs 9 features"):
         OCSDF(n_steps=2, image_shape=(1, 3, 3)).fit(np.zeros((5, 4)))
-    with pytest.raises(ValueError, match="ONNX export of image"):
-        OCSDF(n_steps=2, width=8, depth=1, network="conv", channels=(4,)).fit(
-            np.zeros((5, 4, 4))).to_onnx("unused.onnx")
 
 
 def test_rows_with_image_shape_are_images():

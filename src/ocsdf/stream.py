@@ -9,7 +9,7 @@ by chunk. Memory is bounded by the chunk size whatever the number of rows.
 
 Scores are bit for bit those of the in-memory path (``model.score_samples`` on the whole
 table, or ``ocsdf score`` before it streamed): the rows are scored in the same batches of
-:data:`ocsdf.core.scorer.SCORE_BATCH` rows, counted from the first row of the input, whatever
+:attr:`ocsdf.Scorer.batch_rows` rows, counted from the first row of the input, whatever
 the chunk size (a matrix product may round the last bit differently with another batch size).
 
 Output (by extension): ``.parquet``/``.pq`` is Parquet, anything else CSV, with the columns of
@@ -163,7 +163,8 @@ def iter_scores(
     ------
     DataFrame, shape (n_batch, 3)
         Columns ``score``, ``decision`` (float64) and ``label`` (int64, +1/-1), for
-        consecutive rows; every batch but the last holds ``SCORE_BATCH`` rows.
+        consecutive rows; every batch but the last holds ``model.scorer_.batch_rows`` rows
+        (:data:`~ocsdf.core.scorer.SCORE_BATCH`; fewer for image networks).
 
     Raises
     ------
@@ -171,15 +172,13 @@ def iter_scores(
         A one-line message naming the file and, for a bad value, its data row in that file
         (1-based, header not counted), raised when the chunk holding it is read.
     """
-    from .core.scorer import SCORE_BATCH
-
     if int(chunk_rows) < 1:
         raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows!r}")
     paths = list(files) if files is not None else data_files(source)
     blocks = _checked_rows(model, paths, Path(source), int(chunk_rows), columns, header,
                            model_dir, ignored if ignored is not None else [])
     names = getattr(model, "feature_names_in_", None)
-    for X in _batches(blocks, SCORE_BATCH):
+    for X in _batches(blocks, model.scorer_.batch_rows):
         rows = pd.DataFrame(X, columns=list(names), copy=False) if names is not None else X
         score = np.asarray(model.score_samples(rows), dtype=np.float64)
         decision = score - model.offset_

@@ -25,12 +25,16 @@ from .conv import ChannelGroupSort2, sequential_lipschitz_bound
 from .domain import Ball, Box, Domain
 from .nn import FullSort, GroupSort2, _Squeeze, plain_network
 
-__all__ = ["Scorer", "Z_MAX", "batched", "is_image_network"]
+__all__ = ["IMAGE_SCORE_BATCH", "SCORE_BATCH", "Scorer", "Z_MAX", "batched", "is_image_network"]
 
 _ACTIVATION_NAMES = {GroupSort2: "groupsort2", FullSort: "fullsort"}
 
-#: Rows scored per batch (memory: a few ``(batch, width)`` float64 arrays).
+#: Rows scored per batch by dense networks (memory: a few ``(batch, width)`` float64 arrays).
 SCORE_BATCH = 65536
+#: Rows scored per batch by convolutional (image) networks: their activations are
+#: ``channels x H x W`` per row (65,536 MNIST digits would take about 10 GB; 256 rows were also
+#: 2.6 x faster per row than 65,536 on a 2-core CPU).
+IMAGE_SCORE_BATCH = 256
 
 #: Largest standardised magnitude ``|z_i|`` scored (standard deviations from the training mean).
 #: Float64 scores are exact to about 1e-16 x |z| x depth, so up to here rounding stays below
@@ -103,6 +107,13 @@ class Scorer:
         return int(self.mean.shape[0])
 
     @property
+    def batch_rows(self) -> int:
+        """Rows scored per batch: :data:`IMAGE_SCORE_BATCH` for image (convolutional)
+        networks, :data:`SCORE_BATCH` otherwise. Scores are bit for bit the same for the same
+        batches (a matrix product may round its last bit differently with another batch)."""
+        return IMAGE_SCORE_BATCH if is_image_network(self.net) else SCORE_BATCH
+
+    @property
     def nbytes(self) -> int:
         """Bytes of the numbers scoring needs (weights, biases, standardisation), as a saved
         model stores them: what the model keeps, whatever the number of training rows."""
@@ -171,15 +182,15 @@ class Scorer:
 
     def score(self, X: np.ndarray, standardized: bool = False) -> np.ndarray:
         """Scores of a float64 array of rows ``(n, d)`` -> ``(n,)``, raw units unless
-        ``standardized``, in batches of :data:`SCORE_BATCH` rows. No validation."""
+        ``standardized``, in batches of :attr:`batch_rows` rows. No validation."""
         fn = self.score_z_tensor if standardized else self.score_tensor
-        return batched(fn, X, SCORE_BATCH, self.device)
+        return batched(fn, X, self.batch_rows, self.device)
 
     def score_terms(self, X: np.ndarray, standardized: bool = False) -> np.ndarray:
         """``(n, 2)`` terms (network, domain; :meth:`terms_z_tensor`) of a float64 array of
         rows, raw units unless ``standardized``; their row minimum is :meth:`score`."""
         Z = X if standardized else self.standardize(X)
-        return batched(self.terms_z_tensor, Z, SCORE_BATCH, self.device, width=2)
+        return batched(self.terms_z_tensor, Z, self.batch_rows, self.device, width=2)
 
     # ------------------------------------------------------------------ persistence
     def layers(self) -> list[tuple[str, object]]:
@@ -187,7 +198,7 @@ class Scorer:
         ...]``, float64 NumPy arrays, in order (for ONNX and other exports)."""
         if is_image_network(self.net):
             raise NotImplementedError("convolutional (image) networks have no dense layer list "
-                                      "(ONNX export of image models is not available yet)")
+                                      "(ONNX export walks them layer by layer: ocsdf.deploy)")
         out: list[tuple[str, object]] = []
         for layer in self.net:
             if isinstance(layer, nn.Linear):
