@@ -288,6 +288,28 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         layers of ``width`` units (:class:`~ocsdf.core.conv.LipschitzConvNet`). Its
         ``lipschitz_`` is the FFT bound of each convolution times the spectral norms of the
         dense layers (:func:`~ocsdf.core.conv.sequential_lipschitz_bound`).
+    distance_weight : float, default 0.0
+        Distance supervision (:mod:`ocsdf.core.distill`): weight of a regression term, added
+        to the HKR loss at every update, of ``f`` towards ``margin_ - d_k`` on a minibatch
+        (``batch_size`` points) of a fixed pool of points around, between and away from the
+        training rows, ``d_k`` being their exact l2 distance to the ``distance_k``-th nearest
+        training row (network input units: standardised, or [0, 1] pixels). The penalty is a
+        Huber loss with threshold ``margin_`` (beyond it the absolute error), so the weight is
+        relative to the HKR loss's unit-slope Kantorovich term whatever the units. The network
+        stays 1-Lipschitz (the bound is unchanged). 0 = off: training is exactly as without
+        it. Costs the pool's distances (once) and one more forward/backward pass per update.
+    distance_k : int, default 1
+        ``k`` of the supervision's distances (``k > 1`` is less sensitive to isolated
+        anomalies among the training rows).
+    distance_pool : int, default 4096
+        Points in the supervision pool (per model). Their distances are computed against every
+        training row up to 50,000 rows, against a uniform subsample of 50,000 beyond.
+    distance_radius : float, default 0.0
+        Supervise only pool points with ``d_k >= distance_radius * rho_k``, ``rho_k`` being the
+        median leave-one-out ``d_k`` of the training rows: leaves the inside of the data to the
+        HKR loss. 0 = every pool point.
+    distance_loss : {"two_sided", "one_sided"}, default "two_sided"
+        "one_sided": penalise only ``f > margin_ - d_k`` (scores above the distance target).
 
     Attributes
     ----------
@@ -383,6 +405,11 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         "image_shape": [tuple, list, None],
         "network": [StrOptions({"dense", "conv"})],
         "channels": [tuple, list],
+        "distance_weight": [Interval(Real, 0, None, closed="left")],
+        "distance_k": [Interval(Integral, 1, None, closed="left")],
+        "distance_pool": [Interval(Integral, 1, None, closed="left")],
+        "distance_radius": [Interval(Real, 0, None, closed="left")],
+        "distance_loss": [StrOptions({"two_sided", "one_sided"})],
     }
 
     def __init__(
@@ -414,6 +441,11 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         image_shape: tuple[int, int, int] | None = None,
         network: str = "dense",
         channels: tuple[int, ...] = (8, 16, 16),
+        distance_weight: float = 0.0,
+        distance_k: int = 1,
+        distance_pool: int = 4096,
+        distance_radius: float = 0.0,
+        distance_loss: str = "two_sided",
     ) -> None:
         self.width = width
         self.depth = depth
@@ -441,6 +473,11 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         self.image_shape = image_shape
         self.network = network
         self.channels = channels
+        self.distance_weight = distance_weight
+        self.distance_k = distance_k
+        self.distance_pool = distance_pool
+        self.distance_radius = distance_radius
+        self.distance_loss = distance_loss
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self) -> None:
@@ -623,6 +660,21 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
                     f"{tuple(self.channels[:-1]) or (8,)}") from None
         return make_mlp(self.n_features_in_, int(self.width), int(self.depth),
                         self.activation, n_models=n_models, seeds=seeds)
+
+    def _distance_supervision(self, data: Sequence[torch.Tensor], domain, margins: Sequence[float],
+                              seeds: Sequence[int]):
+        """The ``extra_loss`` of :func:`train` for ``distance_weight > 0`` (one pool per model,
+        from its own rows and seed; :class:`~ocsdf.core.distill.DistanceSupervision`), else
+        None."""
+        if not float(self.distance_weight) > 0:
+            return None
+        from .core.distill import DistanceSupervision
+
+        return DistanceSupervision(
+            list(data), domain, margins, seeds, weight=float(self.distance_weight),
+            k=int(self.distance_k), pool_size=int(self.distance_pool),
+            batch_size=int(self.batch_size), radius=float(self.distance_radius),
+            loss=str(self.distance_loss))
 
     def _set_scorer(self, scorer: Scorer) -> None:
         """Make ``scorer`` the fitted model (``mean_`` and ``scale_`` are its standardisation;
@@ -889,9 +941,12 @@ def _fit_estimators(ests: Sequence[OCSDF], X_list: Sequence, progress: bool, des
 
     def train_all(data: list[torch.Tensor], what: str) -> tuple[list[Scorer], list]:
         net = first._make_network(len(ests), seeds).to(device)
+        margins = [e.margin_ for e in ests]
         with torch_threads(first.n_threads):
-            histories = train(net, data, domain, config, margins=[e.margin_ for e in ests],
-                              seeds=seeds, progress=progress, desc=desc + what)
+            extra = first._distance_supervision(data, domain, margins, seeds)
+            histories = train(net, data, domain, config, margins=margins,
+                              seeds=seeds, progress=progress, desc=desc + what,
+                              extra_loss=extra)
         scorers = [est._scorer(plain) for est, plain in zip(ests, net.export_all(torch.float64))]
         return scorers, histories
 

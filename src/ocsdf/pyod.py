@@ -62,14 +62,16 @@ class OCSDFDetector(BaseDetector):
         of the rows, which then do not train the network) instead of ``contamination``.
     width, depth, activation, margin, lam, n_steps, warmup_steps, batch_size, n_newton_steps, \
 learning_rate, lr_schedule, bias_lr_factor, domain, domain_size, standardize, random_state, \
-device, n_threads, verbose, trim, image_shape, network, channels
+device, n_threads, verbose, trim, image_shape, network, channels, distance_weight, \
+distance_k, distance_pool, distance_radius, distance_loss
         Passed unchanged to :class:`ocsdf.OCSDF` (same defaults; ``margin="auto"`` is the
         label-free rule: 0.05 x the median nearest-neighbour distance in standardised units).
         ``trim`` (e.g. 0.1) refits without the lowest-scoring fraction of the training rows,
         for training data that holds anomalies (PyOD's usual setting); see
         ``docs/results/tabular_trim/tabular_ad.md``. ``image_shape=(C, H, W)`` makes the rows
         flattened images (pixels in [0, 1], the pixel box; ``network="conv"`` for a
-        convolutional network).
+        convolutional network). ``distance_weight > 0`` adds distance supervision
+        (regression of the score towards ``margin_ - d_k`` off the data; see ``ocsdf.OCSDF``).
         OCSDF's ``contamination`` and ``calibration_size`` are not exposed: PyOD's
         ``contamination`` rule (or ``fpr``) sets ``threshold_``.
 
@@ -126,6 +128,11 @@ device, n_threads, verbose, trim, image_shape, network, channels
         image_shape: tuple[int, int, int] | None = None,
         network: str = "dense",
         channels: tuple[int, ...] = (8, 16, 16),
+        distance_weight: float = 0.0,
+        distance_k: int = 1,
+        distance_pool: int = 4096,
+        distance_radius: float = 0.0,
+        distance_loss: str = "two_sided",
     ) -> None:
         # BaseDetector only stores ``contamination`` (and rejects one outside (0, 0.5]).
         super().__init__(contamination=contamination)
@@ -153,6 +160,11 @@ device, n_threads, verbose, trim, image_shape, network, channels
         self.image_shape = image_shape
         self.network = network
         self.channels = channels
+        self.distance_weight = distance_weight
+        self.distance_k = distance_k
+        self.distance_pool = distance_pool
+        self.distance_radius = distance_radius
+        self.distance_loss = distance_loss
 
     def _make_estimator(self) -> OCSDF:
         """The wrapped OCSDF with this detector's hyper-parameters (threshold left to PyOD)."""

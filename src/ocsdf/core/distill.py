@@ -1,0 +1,239 @@
+"""Distance supervision: regress the 1-Lipschitz network towards ``m - d_k`` off the data.
+
+With ``f >= m`` on the training rows and ``f`` 1-Lipschitz, ``f(x) >= m - d_1(x)`` everywhere
+(``d_1``: distance to the nearest training row), and ``m - d_1`` is the lowest such function:
+what the KR term of the HKR loss pushes ``f`` towards where negatives are drawn. Instead of
+waiting for the negatives to find it, this module labels a fixed pool of points of the input
+space with their exact distance ``d_k`` to the ``k``-th nearest training row and adds, at every
+update, a regression term of ``f`` towards ``m - d_k`` on a minibatch of that pool
+(:class:`DistanceSupervision`, the ``extra_loss`` of :func:`~ocsdf.core.training.train`).
+The network stays 1-Lipschitz by construction: the term only changes where its weights go.
+
+Pool (per model, from its own training rows, seeded by its own generator, built once):
+
+* 1/2: a training row moved in a random direction by a radius drawn log-uniformly between a
+  quarter of the median nearest-neighbour distance of the training rows and the median distance
+  of uniform points of B to the data (projected back onto B);
+* 1/4: a point on the segment between two random training rows (uniform position);
+* 1/4: uniform in B.
+
+Distances are exact (float64 ``torch.cdist`` in chunks of bounded memory, against every
+training row up to ``max_reference`` rows, beyond which a uniform subsample of that many rows
+is the reference). Only pool points with ``d_k >= radius * rho_k`` (``rho_k``: median
+leave-one-out ``d_k`` of the training rows, the data's own spacing) are supervised: the
+inside of the support is left to the HKR loss.
+
+Only torch (no scikit-learn): this is core code.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+from .domain import Domain
+
+__all__ = ["DistancePool", "DistanceSupervision", "build_pool", "kth_distances"]
+
+#: Entries of the (chunk x reference rows) distance matrix computed at once (32 MiB in float64).
+_CHUNK_ENTRIES = 1 << 22
+
+
+def kth_distances(points: torch.Tensor, reference: torch.Tensor, k: int,
+                  exclude_self: bool = False) -> torch.Tensor:
+    """Exact l2 distance from each row of ``points`` ``(p, d)`` to its ``k``-th nearest row of
+    ``reference`` ``(n, d)``, shape ``(p,)``, float64.
+
+    Computed in chunks of ``points`` so that at most :data:`_CHUNK_ENTRIES` distances are held
+    at once. ``exclude_self``: ``points`` are ``reference`` itself (same order) and each row's
+    own index is left out (leave-one-out; a duplicate still counts at distance 0). A row that
+    is its own reference counts at distance 0 otherwise, as :class:`~ocsdf.knn.KNNDistance`.
+    """
+    p, n = len(points), len(reference)
+    kk = k + 1 if exclude_self else k
+    if not 1 <= kk <= n:
+        raise ValueError(f"k = {k} needs at least {kk} reference rows, got {n}")
+    ref = reference.to(torch.float64)
+    pts = points.to(torch.float64)
+    ref_sq = (ref * ref).sum(1)
+    chunk = max(1, _CHUNK_ENTRIES // max(n, 1))
+    out = torch.empty(p, dtype=torch.float64, device=points.device)
+    for start in range(0, p, chunk):
+        block = pts[start:start + chunk]
+        # |a - b|^2 = |a|^2 + |b|^2 - 2 a.b, float64 (relative error ~1e-15 of the squares)
+        sq = (block * block).sum(1, keepdim=True) + ref_sq - 2.0 * block @ ref.T
+        sq.clamp_(min=0.0)
+        if exclude_self:
+            rows = torch.arange(len(block), device=points.device)
+            sq[rows, rows + start] = math.inf
+        # topk: several times faster than kthvalue on wide rows
+        out[start:start + len(block)] = sq.topk(k, dim=1, largest=False).values[:, -1].sqrt()
+    return out
+
+
+def _median_spacing(x: torch.Tensor, k: int, gen: torch.Generator, max_rows: int = 2000
+                    ) -> float:
+    """Median leave-one-out ``d_k`` of (a subsample of at most ``max_rows`` of) the rows of
+    ``x``, distances of 0 (duplicates) left out; 0 when every row is a duplicate."""
+    n = len(x)
+    if n < 2:
+        return 0.0
+    k = min(k, n - 1)
+    if n > max_rows:
+        idx = torch.randperm(n, generator=gen, device=gen.device)[:max_rows].to(x.device)
+        # distances of the subsample to all rows; k + 1: the row itself counts at 0
+        d = kth_distances(x[idx], x, k + 1)
+    else:
+        d = kth_distances(x, x, k, exclude_self=True)
+    d = d[d > 1e-12]
+    return float(d.median()) if len(d) else 0.0
+
+
+class DistancePool:
+    """A fixed pool of points of the input space with their exact ``k``-NN distances.
+
+    Attributes
+    ----------
+    points : Tensor ``(P, d)``
+    distance : Tensor ``(P,)``, float64
+        ``d_k`` of each point to the reference rows.
+    spacing : float
+        ``rho_k``: median leave-one-out ``d_k`` of the training rows.
+    n_reference : int
+        Training rows the distances were computed against (all, or a subsample).
+    """
+
+    def __init__(self, points: torch.Tensor, distance: torch.Tensor, spacing: float,
+                 n_reference: int) -> None:
+        self.points = points
+        self.distance = distance
+        self.spacing = spacing
+        self.n_reference = n_reference
+
+
+def build_pool(x: torch.Tensor, domain: Domain, size: int, k: int, gen: torch.Generator,
+               max_reference: int = 50_000) -> DistancePool:
+    """The pool of one model (see the module notes): ``size`` points around and between the
+    training rows ``x`` ``(n, d)`` and uniform in ``domain``, with exact ``d_k`` to ``x``.
+
+    Every random draw uses ``gen`` (the model's own supervision generator, never the training
+    one). ``x`` with more than ``max_reference`` rows: the distances are to a uniform subsample
+    of ``max_reference`` rows (an upper bound of the distance to all rows).
+    """
+    n, d = x.shape
+    device, dtype = x.device, x.dtype
+    ref = x
+    if n > max_reference:
+        ref = x[torch.randperm(n, generator=gen, device=gen.device)[:max_reference].to(device)]
+    k = min(int(k), len(ref))
+    n_uniform = size // 4
+    n_mix = size // 4
+    n_noise = size - n_uniform - n_mix
+    uniform = domain.sample(n_uniform, d, gen, device=gen.device).to(device, dtype)
+    d_uniform = kth_distances(uniform, ref, k)
+    spacing1 = _median_spacing(x, 1, gen)
+    spacing = spacing1 if k == 1 else _median_spacing(x, k, gen)
+    far = float(d_uniform.median()) if n_uniform else 1.0
+    near = 0.25 * spacing1 if spacing1 > 0 else 1e-3 * max(far, 1e-6)
+    far = max(far, 2.0 * near)
+    # around training rows: random direction, log-uniform radius in [near, far]
+    rows = x[torch.randint(n, (n_noise,), generator=gen, device=gen.device).to(device)]
+    direction = torch.randn(n_noise, d, generator=gen, device=gen.device).to(device, dtype)
+    direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    u = torch.rand(n_noise, 1, generator=gen, device=gen.device).to(device, dtype)
+    radius = near * (far / near) ** u
+    noise = domain.project(rows + radius * direction)
+    # between two training rows
+    a = x[torch.randint(n, (n_mix,), generator=gen, device=gen.device).to(device)]
+    b = x[torch.randint(n, (n_mix,), generator=gen, device=gen.device).to(device)]
+    t = torch.rand(n_mix, 1, generator=gen, device=gen.device).to(device, dtype)
+    mix = a + t * (b - a)
+    points = torch.cat((noise, mix, uniform))
+    distance = torch.cat((kth_distances(noise, ref, k), kth_distances(mix, ref, k), d_uniform))
+    return DistancePool(points, distance, spacing, len(ref))
+
+
+class DistanceSupervision:
+    """``extra_loss`` of :func:`~ocsdf.core.training.train`: per model, ``weight`` x the mean
+    over a minibatch of its pool of ``huber(f(p) - (m - d_k(p)))`` on the supervised points.
+
+    Parameters
+    ----------
+    data : Tensor ``(n, d)`` or sequence of ``M`` tensors
+        Each model's training rows in the network's input space (the tensors given to
+        :func:`train`; the same tensor object for several models builds one pool per model,
+        each from its own seed).
+    domain : Box or Ball
+    margins : ``M`` floats
+        Each model's HKR margin ``m`` (input-space units).
+    seeds : ``M`` ints
+        Seed of each model's supervision generator (pool and minibatches).
+    weight : float
+        Weight of the term relative to the HKR loss (> 0).
+    k : int
+        ``d_k``: distance to the ``k``-th nearest training row.
+    pool_size : int
+        Points per model's pool.
+    batch_size : int
+        Pool points per update and model.
+    radius : float
+        Supervise only pool points with ``d_k >= radius * rho_k`` (0: all).
+    loss : {"two_sided", "one_sided"}
+        "one_sided" penalises only ``f(p) > m - d_k(p)`` (the 1-Lipschitz bound with
+        ``f >= m`` on the data already gives the other side for ``k = 1``).
+    delta : float
+        Huber threshold as a fraction of the margin: beyond ``delta * m`` the penalty is the
+        absolute error (gradient of size ``weight`` per point, whatever the units).
+    """
+
+    def __init__(self, data: torch.Tensor | Sequence[torch.Tensor], domain: Domain,
+                 margins: Sequence[float], seeds: Sequence[int], *, weight: float,
+                 k: int = 1, pool_size: int = 4096, batch_size: int = 128,
+                 radius: float = 0.0, loss: str = "two_sided", delta: float = 1.0) -> None:
+        n_models = len(seeds)
+        if isinstance(data, torch.Tensor):
+            data = [data] * n_models
+        if len(data) != n_models or len(margins) != n_models:
+            raise ValueError(f"data, margins and seeds need {n_models} entries")
+        if loss not in ("two_sided", "one_sided"):
+            raise ValueError(f"loss must be 'two_sided' or 'one_sided', got {loss!r}")
+        if not weight > 0:
+            raise ValueError(f"weight must be > 0, got {weight}")
+        device, dtype = data[0].device, data[0].dtype
+        self.generators = [torch.Generator(device=device).manual_seed(
+            (int(s) * 2654435761 + 97) % (2**63 - 1)) for s in seeds]
+        self.pools = [build_pool(x, domain, int(pool_size), int(k), g)
+                      for x, g in zip(data, self.generators)]
+        self.points = torch.stack([p.points for p in self.pools]).to(device, dtype)  # (M, P, d)
+        margin_t = torch.as_tensor(list(margins), dtype=torch.float64, device=device)
+        dist = torch.stack([p.distance for p in self.pools])  # (M, P) float64
+        self.target = (margin_t[:, None] - dist).to(dtype)
+        cut = torch.as_tensor([radius * p.spacing for p in self.pools], dtype=torch.float64,
+                              device=device)
+        self.mask = (dist >= cut[:, None]).to(dtype)
+        self.delta = (delta * margin_t).to(dtype)[:, None]
+        self.weight = float(weight)
+        self.batch_size = int(batch_size)
+        self.one_sided = loss == "one_sided"
+        self._rows = torch.arange(n_models, device=device)[:, None]
+
+    def __call__(self, forward: Callable[[torch.Tensor], torch.Tensor], step: int
+                 ) -> torch.Tensor:
+        """The term of each model, shape ``(M,)``, on a fresh minibatch of its pool."""
+        n_pool = self.points.shape[1]
+        idx = torch.stack([torch.randint(n_pool, (self.batch_size,), generator=g,
+                                         device=g.device) for g in self.generators])
+        idx = idx.to(self.points.device)
+        err = forward(self.points[self._rows, idx]) - self.target[self._rows, idx]
+        if self.one_sided:
+            err = err.clamp_min(0.0)
+        a = err.abs()
+        huber = torch.where(a < self.delta, 0.5 * a * a / self.delta, a - 0.5 * self.delta)
+        mask = self.mask[self._rows, idx]
+        return self.weight * (huber * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+    def supervised_fraction(self) -> list[float]:
+        """Share of each model's pool that is supervised (``d_k >= radius * rho_k``)."""
+        return self.mask.mean(1).tolist()

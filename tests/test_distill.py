@@ -1,0 +1,102 @@
+"""Distance supervision (``ocsdf.core.distill``, ``OCSDF(distance_weight=...)``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ocsdf import OCSDF
+from ocsdf.core import distill
+from ocsdf.core.distill import DistanceSupervision, build_pool, kth_distances
+from ocsdf.core.domain import make_domain
+from ocsdf.core.nn import lipschitz_bound
+from ocsdf.estimator import fit_many
+from ocsdf.knn import KNNDistance
+
+OFF = dict(distance_weight=0.0, distance_k=5, distance_pool=64, distance_radius=1.0,
+           distance_loss="one_sided")
+
+
+def _data(n=200, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    x[:, : d // 2] *= 0.3
+    return x
+
+
+def test_off_is_bit_identical():
+    X = _data()
+    a = OCSDF(n_steps=40, width=16, depth=2, random_state=0).fit(X)
+    b = OCSDF(n_steps=40, width=16, depth=2, random_state=0, **OFF).fit(X)
+    assert np.array_equal(a.score_samples(X), b.score_samples(X))
+    assert b._distance_supervision([torch.zeros(3, 4)], make_domain("box", 5.0), [0.1], [0]) \
+        is None
+    many_a = fit_many([X, X[:150]], ["auto", 0.1], [0, 1], n_steps=30, width=16, depth=2)
+    many_b = fit_many([X, X[:150]], ["auto", 0.1], [0, 1], n_steps=30, width=16, depth=2, **OFF)
+    for ea, eb in zip(many_a, many_b):
+        assert np.array_equal(ea.score_samples(X), eb.score_samples(X))
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_pool_distances_are_exact(monkeypatch, k):
+    monkeypatch.setattr(distill, "_CHUNK_ENTRIES", 1000)  # many chunks
+    x = torch.as_tensor(_data(n=150, d=5, seed=1), dtype=torch.float32)
+    pool = build_pool(x, make_domain("box", 5.0), 300, k, torch.Generator().manual_seed(0))
+    assert pool.points.shape == (300, 5) and pool.n_reference == 150
+    brute = torch.cdist(pool.points.double(), x.double()).sort(dim=1).values[:, k - 1]
+    assert torch.allclose(pool.distance, brute, rtol=1e-9, atol=1e-9)
+    knn = KNNDistance(n_neighbors=k, standardize=False).fit(x.double().numpy())
+    ref = -knn.score_samples(pool.points.double().numpy())
+    np.testing.assert_allclose(pool.distance.numpy(), ref, rtol=1e-9, atol=1e-9)
+    # leave-one-out: each row's own index left out
+    loo = kth_distances(x, x, k, exclude_self=True)
+    full = torch.cdist(x.double(), x.double())
+    full.fill_diagonal_(float("inf"))
+    assert torch.allclose(loo, full.sort(dim=1).values[:, k - 1], rtol=1e-9, atol=1e-9)
+    assert pool.spacing == pytest.approx(float(loo[loo > 1e-12].median()), rel=1e-9)
+
+
+def test_supervision_term_and_mask():
+    x = torch.as_tensor(_data(n=100, d=3), dtype=torch.float32)
+    sup = DistanceSupervision([x, x], make_domain("box", 5.0), [0.1, 0.2], [0, 1], weight=2.0,
+                              pool_size=256, batch_size=32, radius=1.0)
+    assert sup.points.shape == (2, 256, 3)
+    assert not torch.equal(sup.points[0], sup.points[1])  # own seed per model
+    frac = sup.supervised_fraction()
+    assert all(0.2 < f < 1.0 for f in frac)
+    # f equal to the target: zero loss; f 1 above everywhere: weight * (1 - delta / 2)
+    exact = DistanceSupervision(x, make_domain("box", 5.0), [0.1], [0], weight=2.0,
+                                pool_size=64, batch_size=64)
+
+    def forward_target(z):
+        d = torch.cdist(z[0].double(), x.double()).min(dim=1).values
+        return (0.1 - d).float()[None]
+
+    assert float(exact(forward_target, 0)[0]) == pytest.approx(0.0, abs=1e-5)
+    assert float(exact(lambda z: forward_target(z) + 1.0, 0)[0]) == pytest.approx(
+        2.0 * (1.0 - 0.05), rel=1e-5)
+
+
+def test_supervised_fit_is_lipschitz_and_closer_to_the_distance():
+    X = _data(n=300, d=4, seed=2)
+    common = dict(n_steps=300, width=32, depth=2, random_state=0, bias_lr_factor=5,
+                  learning_rate=3e-3)
+    plain = OCSDF(**common).fit(X)
+    sup = OCSDF(**common, distance_weight=20.0).fit(X)
+    for model in (plain, sup):
+        assert lipschitz_bound(model.net_) <= 1 + 1e-5
+        assert model.lipschitz_ <= 1 + 1e-5
+    # held-out points around the data, in standardised units
+    rng = np.random.default_rng(5)
+    z_train = (X - sup.mean_) / sup.scale_
+    base = z_train[rng.integers(len(X), size=500)]
+    direction = rng.normal(size=base.shape)
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    z = base + direction * rng.uniform(0.2, 3.0, size=(500, 1))
+    d1 = kth_distances(torch.as_tensor(z), torch.as_tensor(z_train), 1).numpy()
+    X_test = z * sup.scale_ + sup.mean_
+    err_plain = np.abs(plain.score_samples(X_test) - (plain.margin_ - d1)).mean()
+    err_sup = np.abs(sup.score_samples(X_test) - (sup.margin_ - d1)).mean()
+    # measured (CPU, torch 2.13): 0.61 against 1.03 standardised units
+    assert err_sup < 0.75 * err_plain, (err_sup, err_plain)
