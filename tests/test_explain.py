@@ -46,7 +46,7 @@ def model(gauss) -> OCSDF:
 @pytest.fixture(scope="module")
 def trained(gauss) -> OCSDF:
     """A better trained model whose score is closer to a distance (about 13 s)."""
-    return OCSDF(width=64, depth=3, n_steps=2000, random_state=0).fit(gauss)
+    return OCSDF(width=64, depth=3, n_steps=2000, warmup_steps=100, random_state=0).fit(gauss)
 
 
 def test_shift_along_one_feature_is_named_and_repaired_in_raw_units(model, shifted):

@@ -43,7 +43,7 @@ def test_boundary_samples_reach_the_target_level(image_model):
 
 def test_tabular_model_samples_are_raw_rows_on_the_level():
     x = np.random.default_rng(0).normal(size=(300, 3)) * [1.0, 10.0, 100.0]
-    model = OCSDF(n_steps=300, width=32, depth=2, random_state=0).fit(x)
+    model = OCSDF(n_steps=300, warmup_steps=100, width=32, depth=2, random_state=0).fit(x)
     noise = model.score_samples(boundary_samples(model, n=40, steps=1, eta=1e-9))  # ~ U(B)
     for level in (0.0, -0.5):
         rows = boundary_samples(model, n=40, steps=64, level=level, seed=2)

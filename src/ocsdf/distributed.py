@@ -233,6 +233,7 @@ def fit_distributed(
             z = std.transform(X)
             del X
             est.n_features_in_, est.image_shape_ = d, None
+            est._resolve_auto()  # n_steps_ and warmup_steps_ as given; no distance supervision
             est.mean_, est.scale_ = std.mean, std.scale
             domain = est._domain()
             outside = int(_all_reduce(np.array([float(

@@ -293,7 +293,7 @@ def fit_stream(
                                est, progress)
         buffer = ShuffleBuffer(torch.as_tensor(initial, dtype=torch.float32, device=device),
                                refresh=refresh,
-                               rows_per_step=math.ceil(n / int(est.n_steps)))
+                               rows_per_step=math.ceil(n / int(est.n_steps_)))
         info.rows_per_step = buffer.rows_per_step
         del initial, z_sample
 
@@ -307,7 +307,7 @@ def fit_stream(
         if refresh is not None:
             refresh.close()
     info.train_seconds = time.perf_counter() - t1
-    info.steps_per_second = int(est.n_steps) / max(info.train_seconds, 1e-9)
+    info.steps_per_second = int(est.n_steps_) / max(info.train_seconds, 1e-9)
     if refresh is not None:
         info.pass_seconds.append(time.perf_counter() - refresh.started)
         est.n_outside_domain_ = refresh.n_outside
@@ -362,6 +362,7 @@ class ShuffleBuffer:
 def _check_options(est, chunk_rows, buffer_rows, sample_rows, calibration_rows) -> None:
     """One-line errors for what streaming does not do, and for bad sizes."""
     est._validate_params()
+    est._resolve_auto()  # tabular rows: n_steps_, warmup_steps_, distance_weight_
     if est.image_shape is not None or est.network == "conv":
         raise InputError("fit_stream trains on tabular rows: images (image_shape, "
                          "network='conv') need OCSDF.fit")
@@ -371,7 +372,7 @@ def _check_options(est, chunk_rows, buffer_rows, sample_rows, calibration_rows) 
     if est.standardize == "cover":
         raise InputError("fit_stream does not cover (standardize='cover', --cover): use "
                          "OCSDF.fit, or a larger domain_size")
-    if float(getattr(est, "distance_weight", 0.0) or 0.0) > 0:
+    if est.distance_weight_ > 0:
         raise InputError("fit_stream does not do distance supervision (distance_weight > 0): "
                          "its pool's distances need the training rows in memory; use OCSDF.fit")
     for name, value, low in (("chunk_rows", chunk_rows, 1), ("buffer_rows", buffer_rows, 1),

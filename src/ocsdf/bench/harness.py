@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from ..core.runtime import torch_device, torch_threads
 from ..data import split_indices, subsample_indices
 
-__all__ = ["Study", "command_line", "device_note", "resolve_jobs", "run_jobs",
+__all__ = ["Study", "command_line", "rows_steps", "device_note", "resolve_jobs", "run_jobs",
            "split_indices", "study", "subsample_indices", "timed"]
 
 T = TypeVar("T")
@@ -34,6 +34,13 @@ R = TypeVar("R")
 
 #: Option values :func:`command_line` leaves out unless told otherwise (the CLI defaults).
 OMITTED: dict[str, Any] = {"device": "cpu", "out_dir": "docs/results"}
+
+
+def rows_steps(n_steps) -> int:
+    """``n_steps`` of a tabular fit (``"auto"``: :data:`ocsdf.estimator.AUTO_STEPS` for rows)."""
+    from ..estimator import AUTO_STEPS
+
+    return AUTO_STEPS["rows"] if n_steps == "auto" else int(n_steps)
 
 
 # ----------------------------------------------------------------------------- one study

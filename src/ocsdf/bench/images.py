@@ -1,7 +1,8 @@
 """``ocsdf bench images``: one class against the others on MNIST or a CIFAR-10 subset.
 
-For each class ``c`` and seed: OCSDF is fitted on training images of class ``c`` (a
-convolutional 1-Lipschitz network on the pixel box, the estimator's image defaults), then the
+For each class ``c`` and seed: OCSDF is fitted on training images of class ``c`` (the
+estimator's image defaults: a dense 1-Lipschitz network on the flattened pixels, B the pixel box;
+``--set network=conv`` for the convolutional one; ``--full`` for the paper's setting), then the
 test images of class ``c`` (normal) are ranked against those of the other classes (anomalous):
 AUROC, certified AUROC at each l2 budget (paper Proposition 1), and AUROC under an l2 PGD attack
 of the same budget on a subset of the test images (normal images pushed down, anomalous ones
@@ -27,7 +28,7 @@ from ..data import IMAGE_SETS, load_images
 from .harness import command_line, run_jobs, study
 from .report import write_table
 
-__all__ = ["PAPER_TABLE3", "images_benchmark", "register", "run"]
+__all__ = ["PAPER_FULL", "PAPER_TABLE3", "full_params", "images_benchmark", "register", "run"]
 
 #: Paper Table 3 (Béthune et al. 2023): mean AUROC over the classes, and certified AUROC at
 #: 8, 16, 36, 72 / 255 (MNIST); OneClassSVM on CIFAR-10 as the paper reports it.
@@ -38,6 +39,33 @@ PAPER_TABLE3 = {
 
 DEFAULT_EPS = (8 / 255, 16 / 255, 36 / 255, 72 / 255)
 
+#: The paper's MNIST setting (section 5 and appendix): 784 -> 512 x 3 -> 1, 70 epochs of which 10
+#: warm-up, batch 128, T = 16 Newton steps, m = 0.79 in [-1, 1] pixel units (0.395 in [0, 1]),
+#: lambda = 200, learning rate decayed linearly from 1e-3 to 1e-6; every training image of the
+#: class; no distance supervision (ours). ``(OCSDF parameters, epochs, warm-up epochs)``.
+PAPER_FULL = ({"width": 512, "depth": 3, "batch_size": 128, "n_newton_steps": 16,
+               "margin": 0.395, "lam": 200.0, "learning_rate": 1e-3, "lr_schedule": "linear",
+               "distance_weight": 0.0},
+              70, 10)
+
+
+def _full_text() -> str:
+    base, epochs, warmup = PAPER_FULL
+    return (f"{epochs} epochs of which {warmup} warm-up, "
+            + ", ".join(f"{k}={v}" for k, v in base.items()))
+
+
+def full_params(n_train: int, params: dict | None = None) -> dict:
+    """OCSDF parameters of the paper's setting (:data:`PAPER_FULL`) for ``n_train`` images:
+    ``n_steps`` = 70 epochs and ``warmup_steps`` = 10 epochs of ``ceil(n_train / batch)``
+    steps; ``params`` (e.g. ``--set``) override any of them."""
+    base, epochs, warmup = PAPER_FULL
+    out = {**base, **(params or {})}
+    per_epoch = -(-int(n_train) // int(out["batch_size"]))
+    out.setdefault("n_steps", epochs * per_epoch)
+    out.setdefault("warmup_steps", warmup * per_epoch)
+    return out
+
 
 def _eps_label(e: float) -> str:
     return f"{round(e * 255):g}/255"
@@ -45,8 +73,10 @@ def _eps_label(e: float) -> str:
 
 def _one_run(item: tuple[int, int], dataset: str, data_dir, eps: tuple[float, ...],
              train_rows: int, test_rows: int, attack_rows: int, attack_steps: int,
-             restarts: int, params: dict, baselines: tuple[str, ...]) -> dict:
-    """Fit and evaluate one (class, seed): a dict of AUROCs (fractions) and seconds."""
+             restarts: int, params: dict, baselines: tuple[str, ...],
+             full: bool = False) -> dict:
+    """Fit and evaluate one (class, seed): a dict of AUROCs (fractions) and seconds. ``full``:
+    the paper's setting (:func:`full_params`, ``params`` overriding it)."""
     from sklearn.ensemble import IsolationForest
     from sklearn.svm import OneClassSVM
 
@@ -64,6 +94,9 @@ def _one_run(item: tuple[int, int], dataset: str, data_dir, eps: tuple[float, ..
     out: dict = {"class": cls, "seed": seed, "n_train": len(train),
                  "n_test_normal": int(normal.sum()), "n_test_anomalous": int((~normal).sum())}
 
+    if full:
+        params = full_params(len(train), params)
+        out["n_steps"] = params["n_steps"]
     start = time.perf_counter()
     model = OCSDF(random_state=seed, **params).fit(train)
     out["ocsdf_fit_s"] = time.perf_counter() - start
@@ -125,18 +158,20 @@ def images_benchmark(
     data_dir=None,
     progress: bool = True,
     finished=None,
+    full: bool = False,
 ) -> list[dict]:
     """One dict per (class, seed), in order of ``classes`` then seeds (see the module text).
 
     ``train_rows`` training images of the class (a random subset per seed), ``test_rows`` test
     images (a random subset per seed, all classes), ``attack_rows`` normal and as many anomalous
-    test images attacked. ``params``: OCSDF parameters over the defaults. ``finished(i, row)``
-    is called as each run ends (to write partial tables).
+    test images attacked. ``params``: OCSDF parameters over the defaults (over the paper's
+    setting with ``full``, :func:`full_params`). ``finished(i, row)`` is called as each run ends
+    (to write partial tables).
     """
     worker = functools.partial(
         _one_run, dataset=dataset, data_dir=data_dir, eps=tuple(eps), train_rows=train_rows,
         test_rows=test_rows, attack_rows=attack_rows, attack_steps=attack_steps,
-        restarts=restarts, params=dict(params or {}), baselines=tuple(baselines))
+        restarts=restarts, params=dict(params or {}), baselines=tuple(baselines), full=full)
     items = [(c, s) for c in classes for s in range(seeds)]
     return run_jobs(items, worker, n_jobs=jobs, threads=1, finished=finished,
                     progress=progress, desc=f"bench images {dataset}")
@@ -217,8 +252,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seeds", type=int, default=2, help="seeds per class (2)")
     p.add_argument("--eps", default="8,16,36,72",
                    help="l2 budgets in units of 1/255 (pixels in [0, 1]); default 8,16,36,72")
-    p.add_argument("--train-rows", type=int, default=2000,
-                   help="training images of the class per run (2000)")
+    p.add_argument("--train-rows", type=int, default=None,
+                   help="training images of the class per run (2000; with --full all of them)")
+    p.add_argument("--full", action="store_true",
+                   help="the paper's setting: 512 x 3, 70 epochs (10 warm-up), batch 128, T = 16, "
+                   "m = 0.395, lambda = 200, lr 1e-3 -> 1e-6 linearly, every training image of "
+                   "the class (for a GPU: about 91 s a digit on an H200); --set overrides it")
     p.add_argument("--test-rows", type=int, default=2000, help="test images per run (2000)")
     p.add_argument("--attack-rows", type=int, default=100,
                    help="normal and anomalous test images attacked per run (100 each)")
@@ -249,11 +288,14 @@ def run(args: argparse.Namespace) -> int:
     from .tabular import _parse_set
 
     params = dict(_parse_set(item) for item in args.set or ())
-    name = f"images_{args.dataset}"
+    if args.train_rows is None:
+        args.train_rows = 10**9 if args.full else 2000
+    name = f"images_{args.dataset}" + ("_full" if args.full else "")
     cmd = " ".join([command_line("ocsdf bench images", args,
                                  ["dataset", "classes", "seeds", "eps", "train_rows",
                                   "test_rows", "attack_rows", "attack_steps", "restarts",
-                                  "baselines", "jobs", "data_dir", "out_dir"]),
+                                  "baselines", "jobs", "data_dir", "out_dir", "full"],
+                                 omit={"train_rows": 10**9}),
                     *(shlex.join(["--set", item]) for item in args.set or ())])
     with study(args) as run_:
         done: list[dict] = []
@@ -277,8 +319,10 @@ def run(args: argparse.Namespace) -> int:
                 "certificate. `*_score_ms_per_1k`: milliseconds to score 1,000 test images "
                 "(score_samples, float64, one thread); `*_bytes`: what the model keeps to score "
                 "(OCSDF: its saved weights and standardisation; 1-NN: the training images, "
-                "float64). OCSDF parameters: defaults"
-                f"{' with ' + str(params) if params else ''}. "
+                "float64). OCSDF parameters: "
+                + (f"the paper's setting ({_full_text()}; `n_steps` per run in the runs table)"
+                   if args.full else "defaults")
+                + f"{' with ' + str(params) if params else ''}. "
                 f"Runs done: {len(rows)}; wall {run_.wall_s / 60:.1f} min with {args.jobs} "
                 "worker(s), 1 torch thread each."
             )
@@ -297,7 +341,7 @@ def run(args: argparse.Namespace) -> int:
         runs = images_benchmark(args.dataset, classes, args.seeds, eps, args.train_rows,
                                 args.test_rows, args.attack_rows, args.attack_steps,
                                 args.restarts, params, baselines, args.jobs, args.data_dir,
-                                progress=not args.quiet, finished=finished)
+                                progress=not args.quiet, finished=finished, full=args.full)
         path = write(runs)
     print(f"wrote {path}")
     return 0

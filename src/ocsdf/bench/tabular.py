@@ -56,6 +56,7 @@ from ..estimator import OCSDF, fit_many
 from .harness import (
     command_line,
     resolve_jobs,
+    rows_steps,
     run_jobs,
     split_indices,
     study,
@@ -318,7 +319,7 @@ def tabular_benchmark(
         params.setdefault("n_steps", int(n_steps))
         params.setdefault("warmup_steps", int(n_steps) // 10)
     defaults = OCSDF()
-    steps_used = int(params.get("n_steps", defaults.n_steps))
+    steps_used = rows_steps(params.get("n_steps", defaults.n_steps))
 
     meta: dict = {"seeds": seed_list, "n_steps": steps_used,
                   "width": int(params.get("width", defaults.width)),
@@ -906,7 +907,7 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="comma-separated OCSDF margins, 'auto' = label-free rule "
                    "(default: %(default)s)")
     p.add_argument("--steps", type=int, default=None,
-                   help=f"OCSDF n_steps (default: OCSDF's, {OCSDF().n_steps})")
+                   help=f"OCSDF n_steps (default: OCSDF's for rows, {rows_steps('auto')})")
     p.add_argument("--baselines", default=",".join(DEFAULT_BASELINES),
                    help="comma-separated PyOD baselines (default: %(default)s)")
     p.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS,

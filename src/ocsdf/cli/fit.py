@@ -27,7 +27,7 @@ __all__ = ["register", "cmd_fit"]
 
 #: OCSDF's defaults of the options that leave them out, for the help text only (the CLI does not
 #: import the estimator to draw its help; a test checks that they agree).
-FIT_DEFAULTS = {"n_steps": 1000, "width": 128, "depth": 3}
+FIT_DEFAULTS = {"n_steps": "auto", "width": 128, "depth": 3}
 #: ``ocsdf.streamfit.DEFAULT_BUFFER_ROWS`` and ``ocsdf.stream.DEFAULT_CHUNK_ROWS``, for the help
 #: text (a test checks that they agree).
 DEFAULT_BUFFER_ROWS = 200_000
@@ -48,7 +48,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="columns to use: names or 0-based positions (default: all)")
     add_header(p)
     p.add_argument("--steps", type=positive_int, default=None,
-                   help=f"training steps (OCSDF's default, {FIT_DEFAULTS['n_steps']})")
+                   help=f"training steps (OCSDF's default, {FIT_DEFAULTS['n_steps']}: 1000 for "
+                   "rows, 3000 for images)")
     p.add_argument("--width", type=positive_int, default=None,
                    help=f"hidden width, even (OCSDF's default, {FIT_DEFAULTS['width']})")
     p.add_argument("--depth", type=positive_int, default=None,
