@@ -34,3 +34,12 @@ def moons_model(moons) -> OCSDF:
     """The demo configuration (ball domain of radius 5), trained once for the session."""
     train, _ = moons
     return OCSDF(domain="ball", margin=0.05, n_steps=2000, random_state=0).fit(train)
+
+
+def small_saved_model(tmp_path_factory, X, fpr: float, name: str) -> tuple[OCSDF, str]:
+    """A small calibrated model (20 steps, 32 x 2) fitted on ``X`` and saved; ``(model,
+    folder)``. The engine tests (Dask, Spark) score it on their workers."""
+    model = OCSDF(n_steps=20, width=32, depth=2, fpr=fpr, random_state=0).fit(X)
+    folder = tmp_path_factory.mktemp(name) / "model"
+    model.save(folder)
+    return model, str(folder)

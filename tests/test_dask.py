@@ -16,6 +16,7 @@ pytest.importorskip("distributed", reason="needs dask[distributed]: pip install 
 
 import dask.array as da  # noqa: E402
 import dask.dataframe as dd  # noqa: E402
+from conftest import small_saved_model
 
 from ocsdf import OCSDF, InputError  # noqa: E402
 from ocsdf.core.scorer import SCORE_BATCH  # noqa: E402
@@ -54,10 +55,7 @@ def frame() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory, frame) -> tuple[OCSDF, str]:
     """A small calibrated model fitted on the features (few steps), and its folder."""
-    model = OCSDF(n_steps=20, width=32, depth=2, fpr=0.1, random_state=0).fit(frame[FEATURES])
-    folder = tmp_path_factory.mktemp("dask") / "model"
-    model.save(folder)
-    return model, str(folder)
+    return small_saved_model(tmp_path_factory, frame[FEATURES], 0.1, "dask")
 
 
 def test_dataframe_scores_equal_in_process_scores_and_each_worker_loads_once(

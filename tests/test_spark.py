@@ -24,6 +24,7 @@ if not (shutil.which("java") or os.environ.get("JAVA_HOME")):
     pytest.skip("needs Java for a local SparkSession (no java on PATH, no JAVA_HOME)",
                 allow_module_level=True)
 
+from conftest import small_saved_model  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from ocsdf import OCSDF, InputError  # noqa: E402
@@ -74,10 +75,7 @@ def frame() -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory, frame) -> tuple[OCSDF, str]:
     """A small model calibrated at fpr=0.05 (few steps), and its folder."""
-    model = OCSDF(n_steps=20, width=32, depth=2, fpr=0.05, random_state=0).fit(frame[FEATURES])
-    folder = tmp_path_factory.mktemp("spark") / "model"
-    model.save(folder)
-    return model, str(folder)
+    return small_saved_model(tmp_path_factory, frame[FEATURES], 0.05, "spark")
 
 
 @pytest.fixture(scope="module")

@@ -104,7 +104,7 @@ from tqdm.auto import tqdm
 
 from .core.domain import Standardizer
 from .core.runtime import torch_device, torch_threads
-from .core.training import train
+from .core.training import InMemoryPositives, train
 from .errors import DomainWarning, InputError
 from .estimator import OCSDF, _check_X, _outside_message, auto_calibration_size, label_free_margin
 from .io import Table, _short_list, check_finite, default_names, iter_table, select_numeric
@@ -344,18 +344,19 @@ class ShuffleBuffer:
         self.refresh = refresh
         self.rows_per_step = int(rows_per_step)
         self.budget = 0
+        # the trainer's own draws over the buffer (it keeps ``data`` itself: refreshes show)
+        self._rows = InMemoryPositives(data, 1, data.shape[1], data.device, data.dtype)
+        if self._rows.data is not data:  # a copy would not see the refreshes
+            raise RuntimeError("the buffer must be one tensor on its device, in its dtype")
 
     def draw(self, gens: Sequence[torch.Generator], batch_size: int) -> torch.Tensor:
-        """``(M, batch_size, d)`` rows of the buffer, model ``i``'s drawn with one
-        ``torch.randint(len(buffer), (batch_size,), generator=gens[i])`` (the only use of
-        the generators), after this step's refresh."""
+        """``(1, batch_size, d)`` rows of the buffer drawn as
+        :meth:`InMemoryPositives.draw <ocsdf.core.training.InMemoryPositives.draw>` draws
+        them (one model), after this step's refresh."""
         if self.refresh is not None:
             self.budget += self.rows_per_step
             self.budget = self.refresh.apply(self.data, self.budget)
-        n = len(self.data)
-        idx = torch.stack([torch.randint(n, (batch_size,), generator=g, device=g.device)
-                           for g in gens])
-        return self.data[idx]
+        return self._rows.draw(gens, batch_size)
 
 
 # ---------------------------------------------------------------------------- options
