@@ -499,11 +499,12 @@ def test_fit_notes_rows_outside_the_domain_and_cover_removes_them(tmp_path, caps
     pd.DataFrame(X, columns=["a", "b", "c"]).to_csv(path, index=False)
     assert main(["fit", str(path), "--model", str(tmp_path / "m1"), *TINY]) == 0
     err = capsys.readouterr().err
-    assert ("ocsdf: note: 2 of 200 training rows (1.0 %) lie outside the domain B (beyond 5 "
-            "standard deviations from the mean in b)") in err
+    assert ("ocsdf: note: 2 of 200 training rows (1.0 %) lie outside the box of the negatives "
+            "(beyond 5 standard deviations from the mean in b); B adds a ball of radius m = "
+            ) in err
     assert "Warning" not in err and "--cover" in err
     assert main(["fit", str(path), "--model", str(tmp_path / "m2"), "--cover", *TINY]) == 0
-    assert "outside the domain" not in capsys.readouterr().err
+    assert "lie outside" not in capsys.readouterr().err
     model = OCSDF.load(tmp_path / "m2")
     assert model.standardize == "cover"
     assert np.abs(model.scorer_.standardize(X)).max() <= 4.0 + 1e-9

@@ -247,19 +247,33 @@ def _heavy_tailed(seed: int = 0) -> np.ndarray:
     return X
 
 
-def test_training_rows_outside_the_domain_are_counted_and_named():
+def test_training_rows_outside_the_box_are_counted_named_and_inside_b():
+    from ocsdf.core.domain import WithBalls
     from ocsdf.errors import DomainWarning
 
     X = _heavy_tailed()
     with pytest.warns(DomainWarning, match=r"4 of 300 training rows \(1.3 %\) lie outside the "
-                      r"domain B \(beyond 5 standard deviations from the mean in feature 1, "
-                      r"feature 2\).*standardize='cover'"):
+                      r"box of the negatives \(beyond 5 standard deviations from the mean in "
+                      r"feature 1, feature 2\); B adds a ball of radius m = .* around each.*"
+                      r"standardize='cover'"):
         model = OCSDF(**TINY, random_state=0).fit(X)
     assert model.n_outside_domain_ == 4
     z = model.scorer_.standardize(X)
-    assert int((np.abs(z) > 5).any(axis=1).sum()) == 4
-    # those rows score at most -(distance to B): anomalous whatever the network says
-    assert (model.score_samples(X[[0, 1, 2, 5]]) < 0).all()
+    far = [0, 1, 2, 5]
+    assert np.flatnonzero((np.abs(z) > 5).any(axis=1)).tolist() == far
+    np.testing.assert_array_equal(model.domain_rows_, z[far])
+    dom = model.scorer_.domain
+    assert isinstance(dom, WithBalls) and dom.radius == model.margin_
+    # B holds every training row by construction; the far rows sit at the centre of a ball of
+    # radius m, so their domain term is m and they score at most m (borderline normal)
+    sdf = dom.signed_distance(torch.as_tensor(z)).numpy()
+    assert (sdf > 0).all()
+    np.testing.assert_allclose(sdf[far], model.margin_, rtol=0, atol=1e-12)
+    assert (model.score_samples(X[far]) <= model.margin_ + 1e-12).all()
+    # a point beyond the box and away from every ball is still outside B
+    away = X[:1].copy()
+    away[0, 3] = model.mean_[3] + 8 * model.scale_[3]
+    assert model.score_samples(away)[0] < 0
     df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
     with pytest.warns(DomainWarning, match="in b, c"):
         OCSDF(**TINY, random_state=0).fit(df)
@@ -269,7 +283,7 @@ def test_training_rows_outside_the_domain_are_counted_and_named():
 def test_cover_puts_every_training_row_inside_the_domain(domain, recwarn):
     X = _heavy_tailed()
     model = OCSDF(**TINY, random_state=0, standardize="cover", domain=domain).fit(X)
-    assert not [w for w in recwarn if "outside the domain" in str(w.message)]
+    assert not [w for w in recwarn if "lie outside" in str(w.message)]
     assert model.n_outside_domain_ == 0
     z = model.scorer_.standardize(X)
     plain = OCSDF(**TINY, random_state=0, domain=domain).fit(X)

@@ -9,7 +9,10 @@ The ONNX graph computes ``score_samples`` from rows in **raw** feature units:
    ``TopK``);
 3. for the box and ball domains, ``min(f, sdf_B(z))`` with ``sdf_B`` the signed distance to the
    boundary of B, written with ``Min``/``Clip``/``ReduceL2``/``Where`` exactly as
-   ``Box.signed_distance`` and ``Ball.signed_distance`` of :mod:`ocsdf.core.domain`.
+   ``Box.signed_distance`` and ``Ball.signed_distance`` of :mod:`ocsdf.core.domain`; for a
+   tabular model whose B is a ``WithBalls`` (training rows outside the box), also
+   ``Max(sdf_base, ReduceMax_i(r - ReduceL2(z - c_i)))`` over the ``k`` ball centres (an
+   ``(n, k, d)`` intermediate of exact differences), as ``WithBalls.signed_distance``.
 
 Input ``x``: shape ``(n, d)`` with a dynamic ``n``, raw units. Outputs: ``score``, shape
 ``(n,)``, equal to ``score_samples``; ``rounding``, shape ``(n,)``, a sound bound of
@@ -199,8 +202,6 @@ def _build(scorer, emit, coef: np.ndarray, np_dtype, opset: int):
     the network's nodes on the standardised rows ``z`` and returns the name of ``f``, ``(n,)``."""
     import onnx
 
-    from .core.domain import Box
-
     d = scorer.n_features
     g = _Graph(onnx, np_dtype, opset)
     h = "x"
@@ -218,19 +219,7 @@ def _build(scorer, emit, coef: np.ndarray, np_dtype, opset: int):
     )
     f = emit(g, z)
     if scorer.clip_to_domain:
-        dom = scorer.domain
-        if isinstance(dom, Box):
-            lo, hi = g.const(float(dom.low)), g.const(float(dom.high))
-            gap = g.op("Min", g.op("Sub", hi, z), g.op("Sub", z, lo))
-            inside = g.reduce("ReduceMin", gap, 1)
-            clipped = g.op("Clip", z, lo, hi)
-            outside = g.op("Neg", g.reduce("ReduceL2", g.op("Sub", z, clipped), 1))
-            is_in = g.op("GreaterOrEqual", inside, g.const(0.0))
-            sdf = g.op("Where", is_in, inside, outside, prefix="sdf")
-        else:
-            sdf = g.op("Sub", g.const(float(dom.radius)), g.reduce("ReduceL2", z, 1),
-                       prefix="sdf")
-        f = g.op("Min", f, sdf)
+        f = g.op("Min", f, _emit_sdf(g, scorer.domain, z))
     g.nodes.append(onnx.helper.make_node("Identity", [f], ["score"]))
     g.nodes.append(onnx.helper.make_node("Identity", [rounding], ["rounding"]))
     elem = onnx.helper.np_dtype_to_tensor_dtype(np.dtype(np_dtype))
@@ -249,6 +238,81 @@ def _build(scorer, emit, coef: np.ndarray, np_dtype, opset: int):
     proto.ir_version = min(proto.ir_version, 8 if opset <= 17 else 9)
     onnx.checker.check_model(proto, full_check=True)
     return proto
+
+
+def _emit_sdf(g, dom, z: str) -> str:
+    """Nodes of ``dom.signed_distance(z)``, ``(n,)``, on the standardised rows ``z``.
+
+    Box and ball exactly as :class:`~ocsdf.core.domain.Box` / :class:`~ocsdf.core.domain.Ball`
+    (the same nodes as before :class:`~ocsdf.core.domain.WithBalls` existed). For
+    ``WithBalls(base, C, r)`` with ``k >= 1`` centres, ``Max(sdf_base, ReduceMax_i(r -
+    ReduceL2(Unsqueeze(z, 1) - C[None], axis=2)))``: exact differences ``z - c_i`` (no
+    ``|z|^2 - 2 z.c + |c|^2`` cancellation), an ``(n, k, d)`` intermediate. Rows far from
+    every ball get the same value as the torch version, which skips rows with
+    ``sdf_base >= r`` (there no ball can raise the maximum)."""
+    from .core.domain import Box, WithBalls
+
+    if isinstance(dom, WithBalls):
+        base = _emit_sdf(g, dom.base, z)
+        if len(dom.centres) == 0:
+            return base
+        centres = g.const(dom.centres[None], prefix="centres")  # (1, k, d)
+        diff = g.op("Sub", g.op("Unsqueeze", z, g.const([1], np.int64)), centres)
+        dist = g.reduce("ReduceL2", diff, 2)  # (n, k)
+        ball = g.reduce("ReduceMax", g.op("Sub", g.const(float(dom.radius)), dist), 1)
+        return g.op("Max", base, ball, prefix="sdf")
+    if isinstance(dom, Box):
+        lo, hi = g.const(float(dom.low)), g.const(float(dom.high))
+        gap = g.op("Min", g.op("Sub", hi, z), g.op("Sub", z, lo))
+        inside = g.reduce("ReduceMin", gap, 1)
+        clipped = g.op("Clip", z, lo, hi)
+        outside = g.op("Neg", g.reduce("ReduceL2", g.op("Sub", z, clipped), 1))
+        is_in = g.op("GreaterOrEqual", inside, g.const(0.0))
+        return g.op("Where", is_in, inside, outside, prefix="sdf")
+    return g.op("Sub", g.const(float(dom.radius)), g.reduce("ReduceL2", z, 1), prefix="sdf")
+
+
+def _sdf_errors(dom, d: int, u: float, dz: np.ndarray, znorm: np.ndarray) -> np.ndarray:
+    """Coefficients (on ``(1, ||z||, ||x / scale_||)``) of a bound of the error of
+    ``sdf_B`` computed by the graph (unit roundoff ``u``) on the computed rows ``z~``
+    (``||z~ - z|| <= dz``, ``||z~|| <= znorm``, both as coefficient vectors).
+
+    Box / ball: ``dz + gamma_{d+3} (s + ||z~||)``, ``s`` the extent of the bounds (as before).
+
+    Ball term of :class:`~ocsdf.core.domain.WithBalls`, ``r - ||z - c_i||`` for each centre
+    (Higham's ``gamma_a + gamma_b + gamma_a gamma_b <= gamma_{a+b}`` throughout):
+
+    * the centres and the radius are rounded to the dtype: ``||c~ - c|| <= u ||c||``,
+      ``|r~ - r| <= u r``;
+    * ``t = fl(z~ - c~)``: ``|t_j - (z~_j - c~_j)| <= u |z~_j - c~_j|``;
+    * ``ReduceL2`` = ``sqrt`` of a sum of ``d`` nonnegative squares: relative error of the sum
+      ``<= gamma_d`` (``d`` roundings of nonnegative terms), so ``sqrt(1 +- gamma_d)`` is
+      within ``1 +- gamma_d`` and one more rounding gives ``<= gamma_{d+1}``; with the rounded
+      differences (``| ||t|| - a | <= u a``, ``a = ||z~ - c~||``), ``|N~ - a| <= gamma_{d+2} a``;
+    * the subtraction ``fl(r~ - N~)`` adds ``u |r~ - N~| <= u ((1 + u) r + (1 + gamma_{d+2}) a)``.
+
+    With ``a <= ||z~|| + (1 + u) ||c||`` and ``| a - ||z - c|| | <= ||z~ - z|| + u ||c||``:
+    ``|fl(r~ - N~) - (r - ||z - c||)| <= dz + gamma_{d+3} ||z~|| + gamma_{d+4} ||c|| +
+    gamma_2 r <= dz + gamma_{d+6} (||z~|| + max_i ||c_i|| + r)`` (two spare ``u`` for
+    slack, e.g. a ``ReduceL2`` kernel that squares after a scaling). The part in ``||z~||``
+    goes into ``c1`` (and ``c0``, ``c2`` through ``dz`` and ``znorm``), the rest into ``c0``.
+    ``ReduceMax`` and ``Max`` are exact and 1-Lipschitz in the sup norm, so the maximum's
+    error is at most the larger of the two terms' errors (a coefficientwise maximum: every
+    variable is >= 0). The same term with ``u = 2^-53`` is added for the float64 arithmetic of
+    ``score_samples`` (``torch.cdist`` without the matrix-product shortcut, the same steps)."""
+    from .core.domain import Box, WithBalls
+
+    one = np.array([1.0, 0.0, 0.0])
+    if isinstance(dom, WithBalls):
+        err = _sdf_errors(dom.base, d, u, dz, znorm)
+        if len(dom.centres) == 0:
+            return err
+        cmax = float(np.linalg.norm(dom.centres, axis=1).max())
+        gam = _gamma(d + 6, u) + _gamma(d + 6, 2.0**-53)
+        ball = dz + gam * ((cmax + float(dom.radius)) * one + znorm)
+        return np.maximum(err, ball)
+    s = _domain_extent(dom) if isinstance(dom, Box) else float(dom.radius)
+    return dz + _gamma(d + 3, u) * (s * one + znorm)
 
 
 def _dense_emitter(layers):
@@ -318,9 +382,7 @@ def _rounding_coefficients(scorer, layers, u: float) -> np.ndarray:
         err = err + math.prod(spectral[i + 1:]) * local
         h = spectral[i] * h + np.array([bn, 0.0, 0.0]) + local
     if scorer.clip_to_domain:
-        s = _domain_extent(scorer.domain)
-        sdf_err = dz + _gamma(d + 3, u) * (np.array([s, 0.0, 0.0]) + znorm)
-        err = np.maximum(err, sdf_err)
+        err = np.maximum(err, _sdf_errors(scorer.domain, d, u, dz, znorm))
     # Rounding a float64 input to the graph's dtype: |dx_i| <= u |x_i|.
     err = err + np.array([0.0, 0.0, float(scorer.lipschitz) * u])
     # Margin for the float64 arithmetic of this very computation, of score_samples, and of the
@@ -545,9 +607,7 @@ def _image_errors(scorer, steps, u: float) -> np.ndarray:
         err = err + math.prod(factors[i + 1:]) * local
         h = lip * h + bias * one + local
     if scorer.clip_to_domain:
-        s = _domain_extent(scorer.domain)
-        sdf_err = dz + _gamma(scorer.n_features + 3, u) * (s * one + znorm)
-        err = np.maximum(err, sdf_err)
+        err = np.maximum(err, _sdf_errors(scorer.domain, scorer.n_features, u, dz, znorm))
     return err
 
 
@@ -565,9 +625,15 @@ def _is_identity(scorer) -> bool:
 
 
 def _domain_extent(domain) -> float:
-    """Largest coordinate magnitude of the domain's defining numbers (box bounds, radius)."""
-    from .core.domain import Box
+    """Largest coordinate magnitude of the domain's defining numbers (box bounds, radius;
+    for :class:`~ocsdf.core.domain.WithBalls` also ``max_i ||c_i||_inf + r``)."""
+    from .core.domain import Box, WithBalls
 
+    if isinstance(domain, WithBalls):
+        base = _domain_extent(domain.base)
+        if len(domain.centres) == 0:
+            return base
+        return max(base, float(np.abs(domain.centres).max()) + float(domain.radius))
     if isinstance(domain, Box):
         return max(abs(float(domain.low)), abs(float(domain.high)))
     return float(domain.radius)

@@ -24,6 +24,11 @@ What each of the ``P`` processes (ranks) does:
   sample: each rank draws up to :data:`MARGIN_ROWS_PER_RANK` (2,000) of its standardised rows,
   the samples are all-gathered, and rank 0 computes the margin on them (which draws 2,000 of
   them at most, as ``fit`` does) and broadcasts it.
+* **Domain.** Each rank finds its standardised rows outside the box of the negatives; they are
+  all-gathered (padded to the largest count) and sorted by file row, so every rank holds the
+  same ``domain_rows_`` in the order ``OCSDF.fit`` keeps them: the centres of the balls of
+  radius ``margin_`` that B adds (:class:`~ocsdf.core.domain.WithBalls`). All of them are kept
+  in memory on every rank.
 * **Training.** The network starts from the same seed on every rank (and rank 0's initial
   weights are broadcast, as DistributedDataParallel does). Each rank draws its own positive
   batches and negatives (generator seed ``seed + rank``) and, after every backward pass, the
@@ -236,8 +241,11 @@ def fit_distributed(
             est._resolve_auto()  # n_steps_ and warmup_steps_ as given; no distance supervision
             est.mean_, est.scale_ = std.mean, std.scale
             domain = est._domain()
-            outside = int(_all_reduce(np.array([float(
-                (domain.distance_outside(torch.as_tensor(z)) > 0).sum())]), comm)[0])
+            # B's ball centres: the standardised rows outside the box, of every rank
+            mask = (domain.distance_outside(torch.as_tensor(z)) > 0).numpy()
+            est.domain_rows_ = _gather_rows(z[mask], np.flatnonzero(mask) * world + rank,
+                                            world, comm)
+            outside = len(est.domain_rows_)
             est.margin_ = _combined_margin(z, rank, world, train_seed, comm)
             config = replace(est._train_config(train_seed), batch_size=int(batch_size))
             net = est._make_network(1, [train_seed]).to(dev)
@@ -269,8 +277,9 @@ def fit_distributed(
             saved = est.save(model_dir)
             if outside:
                 print(f"{_PROG}: note: {outside} of {n_rows} training rows "
-                      f"({100 * outside / n_rows:.1f} %) lie outside the domain B (they score "
-                      "as anomalies)", file=sys.stderr)
+                      f"({100 * outside / n_rows:.1f} %) lie outside the box of the negatives "
+                      f"(B adds a ball of radius m = {est.margin_:.3g} around each: they score "
+                      f"at most {est.margin_:.3g})", file=sys.stderr)
             print(f"fitted OCSDF on {n_rows} rows x {d} features of {path} with {world} "
                   f"process{'es' if world > 1 else ''} ({batch_size} rows each per step, "
                   f"{n_steps} steps, "
@@ -323,6 +332,28 @@ def _broadcast(t: torch.Tensor, comm: torch.device) -> None:
     buf = t.detach().to(comm)
     dist.broadcast(buf, src=0)
     t.copy_(buf.to(t.device))
+
+
+def _gather_rows(rows: np.ndarray, index: np.ndarray, world: int,
+                 comm: torch.device) -> np.ndarray:
+    """Every rank's ``rows`` (float64 ``(k_r, d)``, at file rows ``index``), gathered on every
+    rank and sorted by file row: the same float64 ``(k, d)`` array on every rank, in the order
+    ``OCSDF.fit`` keeps them (all of them in memory: few rows for data that suits the box)."""
+    d = rows.shape[1]
+    counts = torch.zeros(world, dtype=torch.float64, device=comm)
+    counts[dist.get_rank()] = len(rows)
+    dist.all_reduce(counts)
+    k_max = int(counts.max())
+    if k_max == 0:
+        return np.empty((0, d), dtype=np.float64)
+    # the file row in the last column (exact in float64 below 2**53 rows)
+    mine = torch.zeros(k_max, d + 1, dtype=torch.float64, device=comm)
+    mine[:len(rows), :d] = torch.from_numpy(np.asarray(rows, dtype=np.float64))
+    mine[:len(rows), d] = torch.from_numpy(np.asarray(index, dtype=np.float64))
+    parts = [torch.empty_like(mine) for _ in range(world)]
+    dist.all_gather(parts, mine)
+    both = np.concatenate([p[:int(k)].cpu().numpy() for p, k in zip(parts, counts)])
+    return np.ascontiguousarray(both[np.argsort(both[:, d], kind="stable"), :d])
 
 
 def _combined_margin(z: np.ndarray, rank: int, world: int, seed: int,

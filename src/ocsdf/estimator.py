@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .certify import CertificatesMixin
 from .core.conv import LipschitzConvNet
-from .core.domain import Standardizer, make_domain
+from .core.domain import Standardizer, WithBalls, make_domain
 from .core.nn import make_mlp
 from .core.runtime import torch_device, torch_threads
 from .core.scorer import Z_MAX, Scorer
@@ -62,9 +62,12 @@ def label_free_margin(z: np.ndarray, factor: float = 0.05, seed: int = 0) -> flo
 
 def _outside_message(estimator: OCSDF, X: np.ndarray, z: np.ndarray, outside: np.ndarray
                      ) -> str:
-    """One line: how many training rows lie outside B, in which features, and what to do."""
+    """One line: how many training rows lie outside the box (or ball) of the negatives, in
+    which features, what B does with them and what to do."""
     n, k = len(X), int(outside.sum())
-    text = f"{k} of {n} training rows ({100 * k / n:.1f} %) lie outside the domain B"
+    shape = "box" if estimator.domain == "box" else "ball"
+    text = (f"{k} of {n} training rows ({100 * k / n:.1f} %) lie outside the {shape} of the "
+            "negatives")
     if estimator.domain == "box":
         s = float(estimator.domain_size)
         beyond = np.flatnonzero((np.abs(z) > s).any(axis=0))
@@ -73,11 +76,11 @@ def _outside_message(estimator: OCSDF, X: np.ndarray, z: np.ndarray, outside: np
         more = f" and {len(beyond) - 5} more" if len(beyond) > 5 else ""
         units = "standard deviations from the mean" if estimator.standardize else "units"
         text += f" (beyond {s:g} {units} in {', '.join(shown)}{more})"
-    fix = ("standardize='cover' (ocsdf fit --cover) raises the scales so that B holds "
-           "every training row" if estimator.domain in ("box", "ball") and estimator.standardize
-           else "a larger domain_size")
-    return (text + "; the model scores such rows as anomalies. If the training rows are all "
-            f"normal, {fix}.")
+    m = float(getattr(estimator, "margin_", 0.0))
+    fix = ("standardize='cover' (ocsdf fit --cover) raises the scales so that the "
+           f"{shape} holds them" if estimator.standardize else "a larger domain_size")
+    return (text + f"; B adds a ball of radius m = {m:.3g} around each, so they score at most "
+            f"{m:.3g} (borderline normal). If the training rows are all normal, {fix}.")
 
 
 def _check_X(estimator: OCSDF, X, reset: bool) -> np.ndarray:
@@ -352,8 +355,11 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
     n_trimmed_ : int
         Training rows the second fit left out (0 without ``trim``).
     n_outside_domain_ : int
-        Training rows (of the final fit) that lie outside B and therefore score as anomalies
-        (0 with ``standardize="cover"``).
+        Training rows (of the final fit) that lie outside the box (or ball) of the negatives
+        (0 with ``standardize="cover"``). B adds a ball of radius ``margin_`` around each, so
+        B holds every training row and such a row scores at most ``margin_``.
+    domain_rows_ : ndarray, shape (n_outside_domain_, n_features)
+        Those rows, standardised: the centres of B's balls (empty for images).
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when fitted on a DataFrame with string column names.
@@ -567,11 +573,13 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         z = std.transform(X_tr)
         outside = domain.distance_outside(torch.as_tensor(z)).numpy() > 0
         self.n_outside_domain_ = int(outside.sum())
-        if self.n_outside_domain_:
-            warnings.warn(_outside_message(self, X_tr, z, outside), DomainWarning, stacklevel=5)
         self.margin_ = (
             label_free_margin(z, seed=seed) if self.margin == "auto" else float(self.margin)
         )
+        clip = self._domain_kind() != "unit"
+        self.domain_rows_ = np.array(z[outside] if clip else z[:0], dtype=np.float64)
+        if self.n_outside_domain_:
+            warnings.warn(_outside_message(self, X_tr, z, outside), DomainWarning, stacklevel=5)
         return z
 
     def _trim_rows(self, scorer: Scorer, X_tr: np.ndarray, seed: int
@@ -664,8 +672,14 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
 
     def _scorer(self, net: torch.nn.Sequential) -> Scorer:
         """The fitted score of an exported network ``net`` with this estimator's
-        standardisation and domain (``min(f, sdf_B)`` except for the pixel box)."""
-        return Scorer(net, self.mean_, self.scale_, self._domain(),
+        standardisation and domain (``min(f, sdf_B)`` except for the pixel box). B is the
+        box (or ball) of the negatives with a ball of radius ``margin_`` around each training
+        row outside it (``domain_rows_``): it holds every training row."""
+        domain = self._domain()
+        rows = getattr(self, "domain_rows_", None)
+        if rows is not None and len(rows):
+            domain = WithBalls(domain, rows, self.margin_)
+        return Scorer(net, self.mean_, self.scale_, domain,
                       clip_to_domain=self._domain_kind() != "unit")
 
     def _make_network(self, n_models: int, seeds: Sequence[int]):
@@ -708,6 +722,9 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         ``net_`` and ``lipschitz_`` read it)."""
         self.scorer_ = scorer
         self.mean_, self.scale_ = scorer.mean, scorer.scale
+        dom = scorer.domain
+        self.domain_rows_ = (dom.centres if isinstance(dom, WithBalls)
+                             else np.empty((0, scorer.n_features)))
 
     @property
     def net_(self) -> torch.nn.Sequential:

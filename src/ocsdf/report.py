@@ -413,7 +413,10 @@ def _domain_text(model, d: int) -> str:
     else:
         where = f"pixel box [0, 1]^{d}"
     scaled = "standardised units" if model.standardize else "raw units (not standardised)"
-    return f"{where} in {scaled}"
+    k = len(getattr(model, "domain_rows_", ()))
+    balls = (f"; B adds a ball of radius m = {float(model.margin_):.3g} around each of the {k} "
+             "training rows outside it" if k else "")
+    return f"{where} in {scaled}{balls}"
 
 
 def _threshold_text(model) -> str:

@@ -51,7 +51,11 @@ that at the end of the pass every slot was replaced once. Why this rate and this
 Then the estimator is finished exactly as :meth:`OCSDF.fit <ocsdf.OCSDF.fit>` finishes (the
 same :class:`~ocsdf.core.scorer.Scorer`, calibration scores, threshold): it saves, loads,
 certifies and scores like any fitted OCSDF. ``n_outside_domain_`` counts every training row
-(in the second pass), with the same :class:`~ocsdf.errors.DomainWarning`.
+(in the second pass), with the same :class:`~ocsdf.errors.DomainWarning`, and
+``domain_rows_`` holds those rows, standardised, in file order: the centres of the balls of
+radius ``margin_`` that B adds (:class:`~ocsdf.core.domain.WithBalls`), as ``fit`` sets them.
+The second pass keeps all of them in memory (float64, ``n_outside_domain_ x d``), beside the
+buffer: few rows for data that suits the box, but not bounded by ``buffer_rows``.
 
 Same results as ``fit``
 -----------------------
@@ -300,7 +304,7 @@ def fit_stream(
     # ---- training (pass 2 runs inside, from the buffer's draws)
     t1 = time.perf_counter()
     try:
-        scorer, history = _train(est, buffer, seed, device, progress)
+        net, history = _train(est, buffer, seed, device, progress)
         if refresh is not None:
             refresh.finish()
     finally:
@@ -311,9 +315,11 @@ def fit_stream(
     if refresh is not None:
         info.pass_seconds.append(time.perf_counter() - refresh.started)
         est.n_outside_domain_ = refresh.n_outside
+        # B's ball centres: every training row outside the box, as fit's _standardise sets them
+        est.domain_rows_ = refresh.outside_rows()
         if refresh.n_outside:
             warnings.warn(refresh.outside_message(est, n_train), DomainWarning, stacklevel=2)
-    est._finish_fit(scorer, history, X_sample, X_cal)
+    est._finish_fit(est._scorer(net), history, X_sample, X_cal)
     est.fit_time_ = time.perf_counter() - start
     est.stream_info_ = info
     return est
@@ -431,13 +437,15 @@ def _check_fit_rows(est, X) -> np.ndarray:
 
 
 def _train(est, buffer: ShuffleBuffer, seed: int, device, progress: bool):
-    """The training run of ``_fit_estimators`` for one model, positives from ``buffer``."""
+    """The training run of ``_fit_estimators`` for one model, positives from ``buffer``:
+    ``(exported float64 network, history)`` (the scorer is built once ``domain_rows_`` is
+    known, after the second pass)."""
     net = est._make_network(1, [seed]).to(device)
     with torch_threads(est.n_threads):
         histories = train(net, buffer, est._domain(), est._train_config(seed),
                           margins=[est.margin_], seeds=[seed], progress=progress,
                           desc="ocsdf fit --stream: training")
-    return est._scorer(net.export_all(torch.float64)[0]), histories[0]
+    return net.export_all(torch.float64)[0], histories[0]
 
 
 # ---------------------------------------------------------------------------- reading rows
@@ -731,7 +739,8 @@ def _first_pass(rows: _RowSource, capacity: int, seed: int, bar) -> _FirstPass:
 class _RefreshPass:
     """The second pass, run during training by :class:`ShuffleBuffer`: writes the chosen
     training rows (standardised) into the slots in ``slots`` order, counts the training rows
-    outside B, and checks that the source gives the same number of rows again."""
+    outside B and keeps them (standardised, float64, in file order: :meth:`outside_rows`; all
+    in memory), and checks that the source gives the same number of rows again."""
 
     def __init__(self, rows: _RowSource, std: Standardizer, domain, cal_index: np.ndarray,
                  chosen: np.ndarray, slots: np.ndarray, n_rows: int, est, progress: bool
@@ -743,6 +752,8 @@ class _RefreshPass:
         self.size = float(est.domain_size)
         self.beyond = np.zeros(len(std.mean), dtype=bool)
         self.n_outside = 0
+        self.keep_outside = est._domain_kind() != "unit"  # as fit's domain_rows_
+        self._outside: list[np.ndarray] = []
         self.n_read = 0  # rows of the source read
         self.n_train_read = 0  # training rows among them
         self.filled = 0  # slots replaced
@@ -777,6 +788,13 @@ class _RefreshPass:
         self.blocks.close()
         self.bar.close()
 
+    def outside_rows(self) -> np.ndarray:
+        """The standardised training rows outside B read so far, float64 ``(k, d)`` in file
+        order (``(0, d)`` when none)."""
+        if not self._outside:
+            return np.empty((0, len(self.std.mean)), dtype=np.float64)
+        return np.concatenate(self._outside).astype(np.float64, copy=False)
+
     def outside_message(self, est, n_train: int) -> str:
         """The one-line DomainWarning text ``fit`` gives, from the streamed counts."""
         flags = np.where(self.beyond, self.size + 1.0, 0.0)[None, :]
@@ -799,6 +817,8 @@ class _RefreshPass:
         k = int(outside.sum())
         if k:
             self.n_outside += k
+            if self.keep_outside:
+                self._outside.append(np.array(z[outside], dtype=np.float64))
             if self.box:
                 self.beyond |= (np.abs(z[outside]) > self.size).any(axis=0)
         t0 = self.n_train_read

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .conv import ChannelGroupSort2, sequential_lipschitz_bound
-from .domain import Ball, Box, Domain
+from .domain import Ball, Box, Domain, WithBalls
 from .nn import FullSort, GroupSort2, _Squeeze, plain_network
 
 __all__ = ["IMAGE_SCORE_BATCH", "SCORE_BATCH", "Scorer", "Z_MAX", "batched", "is_image_network"]
@@ -54,8 +54,10 @@ class Scorer:
         on standardised rows.
     mean, scale : ndarray, shape (d,)
         Standardisation, raw units (``scale > 0``).
-    domain : Box or Ball
-        Domain B of the negatives, standardised units.
+    domain : Box, Ball or WithBalls
+        Domain B, standardised units: the box or ball the negatives were drawn in, for tabular
+        models extended by a ball of radius ``m`` around each training row outside it
+        (:class:`~ocsdf.core.domain.WithBalls`), so that B holds every training row.
     clip_to_domain : bool
         Score ``min(f, sdf_B)`` (box and ball) or ``f`` alone (pixel box).
 
@@ -217,6 +219,7 @@ class Scorer:
             tensors, specs = _layer_specs(self.net)
             tensors["mean"] = torch.from_numpy(self.mean.copy())
             tensors["scale"] = torch.from_numpy(self.scale.copy())
+            tensors.update(_domain_tensors(self.domain))
             return tensors, {"layers": specs, "domain": _domain_meta(self.domain),
                              "clip_to_domain": bool(self.clip_to_domain)}
         acts = {_ACTIVATION_NAMES[type(m)] for m in self.net if type(m) in _ACTIVATION_NAMES}
@@ -226,6 +229,7 @@ class Scorer:
         for i, lin in enumerate(linear):
             tensors[f"layers.{i}.weight"] = lin.weight.detach().cpu().contiguous()
             tensors[f"layers.{i}.bias"] = lin.bias.detach().cpu().contiguous()
+        tensors.update(_domain_tensors(self.domain))
         meta = {
             "n_layers": len(linear),
             "activation": acts.pop() if acts else "groupsort2",
@@ -243,7 +247,7 @@ class Scorer:
         if "layers" in meta:
             net = _network_from_specs(tensors, meta["layers"]).to(device)
             mean, scale = tensors["mean"].double().numpy(), tensors["scale"].double().numpy()
-            return cls(net, mean, scale, _domain_from_meta(meta["domain"]),
+            return cls(net, mean, scale, _domain_from_meta(meta["domain"], tensors),
                        bool(meta["clip_to_domain"]))
         n = int(meta["n_layers"])
         ws = [tensors[f"layers.{i}.weight"] for i in range(n)]
@@ -259,7 +263,7 @@ class Scorer:
         if mean.shape != (ws[0].shape[1],):
             raise ValueError(f"mean has shape {mean.shape}, the network takes "
                              f"{ws[0].shape[1]} features")
-        return cls(net, mean, scale, _domain_from_meta(meta["domain"]),
+        return cls(net, mean, scale, _domain_from_meta(meta["domain"], tensors),
                    bool(meta["clip_to_domain"]))
 
 
@@ -356,6 +360,11 @@ def _copy_net(net: nn.Sequential) -> nn.Sequential:
 
 
 def _domain_meta(domain: Domain) -> dict:
+    """JSON description of ``domain``; a :class:`WithBalls` keeps its centres in the tensor
+    ``domain.centres`` (:func:`_domain_tensors`)."""
+    if isinstance(domain, WithBalls):
+        return {"kind": "with_balls", "base": _domain_meta(domain.base),
+                "radius": float(domain.radius), "n_balls": len(domain.centres)}
     if isinstance(domain, Box):
         return {"kind": "box", "low": float(domain.low), "high": float(domain.high)}
     if isinstance(domain, Ball):
@@ -363,7 +372,20 @@ def _domain_meta(domain: Domain) -> dict:
     raise TypeError(f"unknown domain {domain!r}")
 
 
-def _domain_from_meta(meta: dict) -> Domain:
+def _domain_tensors(domain: Domain) -> dict[str, torch.Tensor]:
+    """The domain's numbers a model file stores as tensors (ball centres, float64)."""
+    if isinstance(domain, WithBalls):
+        return {"domain.centres": torch.from_numpy(domain.centres.copy())}
+    return {}
+
+
+def _domain_from_meta(meta: dict, tensors: dict[str, torch.Tensor] | None = None) -> Domain:
+    if meta["kind"] == "with_balls":
+        centres = (tensors or {})["domain.centres"].double().numpy()
+        if centres.ndim != 2 or len(centres) != int(meta["n_balls"]):
+            raise ValueError(f"domain.centres has shape {tuple(centres.shape)}, the model "
+                             f"describes {meta['n_balls']} balls")
+        return WithBalls(_domain_from_meta(meta["base"]), centres, float(meta["radius"]))
     if meta["kind"] == "box":
         return Box(float(meta["low"]), float(meta["high"]))
     if meta["kind"] == "ball":
