@@ -72,3 +72,14 @@ def test_saved_model_keeps_its_balls(tmp_path, recwarn):
     assert loaded.scorer_.domain.radius == model.scorer_.domain.radius
     probe = np.vstack([X, X[:3] + 0.01, X[:3] + 3.0])
     np.testing.assert_array_equal(loaded.score_samples(probe), model.score_samples(probe))
+
+
+def test_unit_box_rows_outside_get_no_balls_and_say_so():
+    from ocsdf.errors import DomainWarning
+
+    X = np.random.default_rng(0).uniform(size=(100, 3))
+    X[0, 1] = 1.5
+    with pytest.warns(DomainWarning, match=r"1 of 100 training rows \(1.0 %\) lie outside the "
+                      r"unit box \[0, 1\]\^d of the negatives; the network was never shown"):
+        model = OCSDF(domain="unit", standardize=False, n_steps=20).fit(X)
+    assert model.domain_rows_.shape == (0, 3) and not model.scorer_.clip_to_domain

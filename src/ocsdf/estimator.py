@@ -65,7 +65,7 @@ def _outside_message(estimator: OCSDF, X: np.ndarray, z: np.ndarray, outside: np
     """One line: how many training rows lie outside the box (or ball) of the negatives, in
     which features, what B does with them and what to do."""
     n, k = len(X), int(outside.sum())
-    shape = "box" if estimator.domain == "box" else "ball"
+    shape = {"box": "box", "ball": "ball"}.get(estimator.domain, "unit box [0, 1]^d")
     text = (f"{k} of {n} training rows ({100 * k / n:.1f} %) lie outside the {shape} of the "
             "negatives")
     if estimator.domain == "box":
@@ -76,6 +76,9 @@ def _outside_message(estimator: OCSDF, X: np.ndarray, z: np.ndarray, outside: np
         more = f" and {len(beyond) - 5} more" if len(beyond) > 5 else ""
         units = "standard deviations from the mean" if estimator.standardize else "units"
         text += f" (beyond {s:g} {units} in {', '.join(shown)}{more})"
+    if estimator.domain == "unit":  # no domain term: the network alone scores them
+        return (text + "; the network was never shown negatives there. Scale the features "
+                "into [0, 1] or use domain='box'.")
     m = float(getattr(estimator, "margin_", 0.0))
     fix = ("standardize='cover' (ocsdf fit --cover) raises the scales so that the "
            f"{shape} holds them" if estimator.standardize else "a larger domain_size")
