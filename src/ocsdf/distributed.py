@@ -157,7 +157,7 @@ def fit_distributed(
     model_dir: str | os.PathLike,
     *,
     n_steps: int = 1000,
-    width: int = 128,
+    width: int = 64,
     depth: int = 3,
     batch_size: int = 128,
     seed: int = 0,
@@ -402,7 +402,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="columns to use: names or 0-based positions (default: all)")
     add_header(p)
     p.add_argument("--steps", type=positive_int, default=1000, help="training steps (1000)")
-    p.add_argument("--width", type=positive_int, default=128, help="hidden width, even (128)")
+    p.add_argument("--width", type=positive_int, default=64,
+                   help="hidden width, even (64: OCSDF's default for rows)")
     p.add_argument("--depth", type=positive_int, default=3, help="hidden layers (3)")
     p.add_argument("--batch-size", type=positive_int, default=128,
                    help="rows per step per process (128); the total is this x the processes")

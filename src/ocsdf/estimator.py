@@ -25,13 +25,15 @@ from .core.scorer import Z_MAX, Scorer
 from .core.training import LR_SCHEDULES, TrainConfig, TrainHistory, train
 from .errors import DomainWarning, InputError, ModelFileError
 
-__all__ = ["AUTO_DISTANCE_WEIGHT", "AUTO_STEPS", "OCSDF", "fit_many"]
+__all__ = ["AUTO_DISTANCE_WEIGHT", "AUTO_STEPS", "AUTO_WIDTH", "OCSDF", "fit_many"]
 
 
 #: What ``n_steps="auto"`` means, by the kind of data ("rows": tables; "images").
 AUTO_STEPS = {"rows": 1000, "images": 3000}
 #: What ``distance_weight="auto"`` means, by the kind of data.
 AUTO_DISTANCE_WEIGHT = {"rows": 0.0, "images": 0.3}
+#: What ``width="auto"`` means, by the kind of data (hidden units per dense layer).
+AUTO_WIDTH = {"rows": 64, "images": 128}
 
 
 def label_free_margin(z: np.ndarray, factor: float = 0.05, seed: int = 0) -> float:
@@ -196,10 +198,14 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
 
     Parameters
     ----------
-    width, depth : int, default 128, 3
-        Hidden layers of the network (``depth`` layers of ``width`` units). Defaults chosen by
-        measurement (``docs/results/defaults.md``; a faster 64 x 2 configuration is discussed
-        in the Notes).
+    width : int or "auto", default "auto"
+        Units of each hidden dense layer (even for GroupSort2). "auto": 64 for rows, 128 for
+        images (:data:`AUTO_WIDTH`). The value used is ``width_``. Measured on the 19 ADBench
+        sets, 5 seeds, 1000 steps (``docs/results/defaults_speed/``): 64 x 3 against 128 x 3,
+        mean AUROC 85.44 against 85.77 % with training rows that hold anomalies and 91.37
+        against 91.53 % on clean ones (both within seed noise), fitted 3.5 x faster.
+    depth : int, default 3
+        Number of hidden dense layers.
     activation : {"groupsort2", "fullsort"}, default "groupsort2"
     margin : float or "auto", default "auto"
         HKR margin ``m`` in standardised units. "auto": 0.05 x the median nearest-neighbour
@@ -372,11 +378,11 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
     Notes
     -----
     A faster configuration, ``OCSDF(width=64, depth=2, n_steps=350, warmup_steps=35,
-    learning_rate=2e-3, bias_lr_factor=5)``, fits about 8 x faster (ADBench cardio on one CPU
-    thread: 0.52 s against 4.3 s, 9.8 x an IsolationForest fit) and ranks as well on six ADBench
-    sets and on 2 seeds of the 19, but over 5 seeds of the 19 sets it loses 1.7 points of mean
-    AUROC on training rows that hold anomalies (83.96 against 85.68 %) and 0.7 on clean ones
-    (90.68 against 91.35 %; ``docs/results/defaults_speed/``), so it is not the default.
+    learning_rate=2e-3, bias_lr_factor=5)``, fits several times faster than the default (ADBench
+    cardio on one CPU thread: ``docs/results/speed.md``) and ranks as well on six ADBench sets
+    and on 2 seeds of the 19, but over 5 seeds of the 19 sets it loses 1.7 points of mean AUROC
+    on training rows that hold anomalies (83.96 against 85.68 % for 128 x 3) and 0.7 on clean
+    ones (90.68 against 91.35 %; ``docs/results/defaults_speed/``), so it is not the default.
     The bias rate is what makes short runs work at all: with orthogonal weights only the
     biases can make ``f`` large deep inside the data.
 
@@ -404,7 +410,7 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
 
     #: Allowed types and ranges of each parameter, checked by ``fit`` (scikit-learn's table).
     _parameter_constraints: dict = {
-        "width": [Interval(Integral, 1, None, closed="left")],
+        "width": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "depth": [Interval(Integral, 1, None, closed="left")],
         "activation": [StrOptions({"groupsort2", "fullsort"})],
         "margin": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
@@ -440,7 +446,7 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
     def __init__(
         self,
         *,
-        width: int = 128,
+        width: int | str = "auto",
         depth: int = 3,
         activation: str = "groupsort2",
         margin: float | str = "auto",
@@ -510,7 +516,7 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         one-line ``InvalidParameterError``, a ValueError naming the parameter, the allowed
         values and the value given), then the rules that tie two parameters together."""
         super()._validate_params()
-        if self.activation == "groupsort2" and self.width % 2:
+        if self.activation == "groupsort2" and self.width != "auto" and self.width % 2:
             raise ValueError(f"width must be even for GroupSort2, got {self.width}")
         if self.standardize == "cover" and self.domain == "unit":
             raise ValueError("standardize='cover' needs domain 'box' or 'ball' (the pixel box "
@@ -598,9 +604,11 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         return X_kept, self._standardise(X_kept, seed)
 
     def _resolve_auto(self) -> None:
-        """Set ``n_steps_``, ``warmup_steps_`` and ``distance_weight_``: the parameters, with
-        "auto" resolved by the kind of data (rows or images; after validation)."""
+        """Set ``width_``, ``n_steps_``, ``warmup_steps_`` and ``distance_weight_``: the
+        parameters, with "auto" resolved by the kind of data (rows or images; after
+        validation)."""
         kind = "images" if self._is_image() else "rows"
+        self.width_ = AUTO_WIDTH[kind] if self.width == "auto" else int(self.width)
         self.n_steps_ = AUTO_STEPS[kind] if self.n_steps == "auto" else int(self.n_steps)
         self.warmup_steps_ = (self.n_steps_ // 10 if self.warmup_steps == "auto"
                               else int(self.warmup_steps))
@@ -694,7 +702,7 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
                                  "OCSDF.fit per data set, or network='dense' with fit_many")
             try:
                 return LipschitzConvNet(self.image_shape_, channels=tuple(self.channels),
-                                        dense=(int(self.width),) * int(self.depth),
+                                        dense=(int(self.width_),) * int(self.depth),
                                         seed=int(seeds[0]))
             except ValueError as err:
                 raise InputError(
@@ -702,7 +710,7 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
                     f"{tuple(self.channels)} ({len(self.channels)} stages, each after the "
                     f"first halving H and W): {err}; give fewer stages, e.g. channels="
                     f"{tuple(self.channels[:-1]) or (8,)}") from None
-        return make_mlp(self.n_features_in_, int(self.width), int(self.depth),
+        return make_mlp(self.n_features_in_, int(self.width_), int(self.depth),
                         self.activation, n_models=n_models, seeds=seeds)
 
     def _distance_supervision(self, data: Sequence[torch.Tensor], domain, margins: Sequence[float],

@@ -160,7 +160,7 @@ def score_histograms(model, normal: np.ndarray, path: str | os.PathLike, n_noise
     with torch.no_grad():
         ours = (scorer.score_z_tensor(z).cpu().numpy(),
                 scorer.score_z_tensor(noise_z).cpu().numpy())
-    net = train_conventional(z.float(), scorer.domain, width=int(model.width),
+    net = train_conventional(z.float(), scorer.domain, width=int(model.width_),
                              depth=int(model.depth),
                              n_steps=int(conventional_steps or _steps_used(model)),
                              margin=float(model.margin_), seed=seed)

@@ -104,7 +104,7 @@ distance_k, distance_pool, distance_radius, distance_loss
         self,
         contamination: float = 0.1,
         *,
-        width: int = 128,
+        width: int | str = "auto",
         depth: int = 3,
         activation: str = "groupsort2",
         margin: float | str = "auto",

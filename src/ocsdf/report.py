@@ -249,7 +249,7 @@ class Report:
         items = [
             ("features", f"{d}: {shown}"),
             ("domain of the negatives", html.escape(_domain_text(m, d))),
-            ("network", html.escape(f"{m.width} x {m.depth} ({m.activation}), "
+            ("network", html.escape(f"{m.width_} x {m.depth} ({m.activation}), "
                                     f"{getattr(m, 'n_steps_', m.n_steps)} training steps")),
             ("training time", fit_text),
             ("margin m", f"{m.margin_:.4g} (standardised units)"),

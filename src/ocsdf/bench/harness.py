@@ -43,6 +43,13 @@ def rows_steps(n_steps) -> int:
     return AUTO_STEPS["rows"] if n_steps == "auto" else int(n_steps)
 
 
+def rows_width(width) -> int:
+    """``width`` of a tabular fit (``"auto"``: :data:`ocsdf.estimator.AUTO_WIDTH` for rows)."""
+    from ..estimator import AUTO_WIDTH
+
+    return AUTO_WIDTH["rows"] if width == "auto" else int(width)
+
+
 # ----------------------------------------------------------------------------- one study
 def device_note(device: str, done: str, times: str | None = None) -> str:
     """``"{done} on torch device `cuda` ({times} are that device's)"``; "" on the CPU."""

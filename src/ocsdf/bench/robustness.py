@@ -70,7 +70,7 @@ def robustness_benchmark(
 
     xn, xa, zt = std(normal[:n_eval]), std(anomalous[:n_eval]), std(train)
     net, fit_conv = timed(train_conventional, zt.float(), model.scorer_.domain,
-                          width=model.width, depth=model.depth, n_steps=n_steps,
+                          width=model.width_, depth=model.depth, n_steps=n_steps,
                           margin=model.margin_, seed=seed)
     net = net.double()
     with torch.no_grad():

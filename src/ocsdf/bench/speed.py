@@ -448,7 +448,7 @@ def _network_rows(model, x, label: str, rate_forest: float) -> list[dict]:
     scale = torch.as_tensor(model.scale_, dtype=torch.float32)
     # A parametrised network of the fitted model's architecture (its values do not change the
     # time) and the fitted model's own exported network in float32.
-    param = make_mlp(model.n_features_in_, model.width, model.depth, seeds=[0]).eval()
+    param = make_mlp(model.n_features_in_, model.width_, model.depth, seeds=[0]).eval()
     plain = copy.deepcopy(model.net_).float()
     xt = torch.as_tensor(x, dtype=torch.float32)
     (sec_param, _), (sec_plain, _) = _time_alternating(
@@ -466,7 +466,7 @@ def _network_rows(model, x, label: str, rate_forest: float) -> list[dict]:
 def _deployed_rows(n_rows: int, dims: tuple[int, ...], seed: int) -> list[dict]:
     """Rows/s of the scoring paths a deployment uses, against IsolationForest, per dimension.
 
-    A default-size OCSDF (128 x 3; a few training steps: throughput does not depend on them) is
+    A default-size OCSDF (64 x 3; a few training steps: throughput does not depend on them) is
     scored through ``score_samples`` (float64 exported network, standardisation and domain
     clipping included), through its ONNX graph in onnxruntime (float32; skipped when onnx or
     onnxruntime is missing), and compared with IsolationForest's ``decision_function``
@@ -502,7 +502,7 @@ def _deployed_rows(n_rows: int, dims: tuple[int, ...], seed: int) -> list[dict]:
         rate_ours = n_rows / (time.perf_counter() - t0)
         rows.append(_row(label, "OCSDF.score_samples (float64)", rate_ours, "rows/s",
                          rate_ours / rate_forest,
-                         f"{model.width} x {model.depth} exported network, batches of 65,536"))
+                         f"{model.width_} x {model.depth} exported network, batches of 65,536"))
         rows += _network_rows(model, x, label, rate_forest)
         try:
             import onnxruntime as ort
@@ -559,7 +559,9 @@ def _default_fit_rows(seeds: tuple[int, ...] = (0, 1), data_dir=None) -> list[di
     fits: dict[str, list[tuple[float, float]]] = {}
     makers = {
         "scikit-learn IsolationForest": lambda seed: IsolationForest(random_state=seed),
-        "OCSDF() (default: 128 x 3, 1000 steps)": lambda seed: OCSDF(random_state=seed),
+        "OCSDF() (default: 64 x 3, 1000 steps)": lambda seed: OCSDF(random_state=seed),
+        "OCSDF(width=128) (the default until 2026-12-01: 128 x 3, 1000 steps)":
+            lambda seed: OCSDF(random_state=seed, width=128),
         "OCSDF fast (64 x 2, 350 steps, lr 2e-3, 5 x for biases)":
             lambda seed: OCSDF(random_state=seed, **FAST_CONFIG),
     }
@@ -659,8 +661,9 @@ measurement is its first row (ratio 1). The machine has 2 cores and other jobs m
 using them during the run, so absolute times are noisy; the ratios are the result to read.
 
 - **default fit**: seconds of `OCSDF(random_state=seed).fit` on ADBench cardio (the one-class
-  half of the normal rows of each seed, 827 x 21), scikit-learn's `IsolationForest` on the same
-  rows first (ratio 1) and the fast configuration (64 x 2, 350 steps, T = 4, lr 2e-3, 5 x for
+  half of the normal rows of each seed, 827 x 21; 64 x 3 since 2026-12-01), scikit-learn's
+  `IsolationForest` on the same rows first (ratio 1), the previous default (`width=128`) next,
+  and the fast configuration (64 x 2, 350 steps, T = 4, lr 2e-3, 5 x for
   the biases; not the default: `docs/results/defaults_speed/`) last, one after the other for
   each seed; medians over seeds 0 and 1, with each seed's AUROC (the other half of the normal
   rows against all anomalies) in the note.
@@ -702,7 +705,7 @@ using them during the run, so absolute times are noisy; the ratios are the resul
   difference between their scores.
 - **scoring throughput, rows x d**: the paths a deployment uses on Gaussian rows of dimension d
   (3 and 30): IsolationForest's `decision_function` (the reference users know; ratio 1),
-  `OCSDF.score_samples` of a default-size model (128 x 3; float64 exported network with the
+  `OCSDF.score_samples` of a default-size model (64 x 3; float64 exported network with the
   standardisation and domain clipping), the same model's two torch networks in float32 on the
   standardised rows (the parametrised `LipschitzMLP`, which redoes its Cayley solves for every
   batch, and the exported plain `nn.Linear` + GroupSort network; no domain clipping) and its

@@ -57,6 +57,7 @@ from .harness import (
     command_line,
     resolve_jobs,
     rows_steps,
+    rows_width,
     run_jobs,
     split_indices,
     study,
@@ -322,7 +323,7 @@ def tabular_benchmark(
     steps_used = rows_steps(params.get("n_steps", defaults.n_steps))
 
     meta: dict = {"seeds": seed_list, "n_steps": steps_used,
-                  "width": int(params.get("width", defaults.width)),
+                  "width": rows_width(params.get("width", defaults.width)),
                   "depth": int(params.get("depth", defaults.depth)),
                   "margins": [_margin_label(m) for m in margins], "baselines": baselines,
                   "batched": bool(batched), "device": str(params["device"]),

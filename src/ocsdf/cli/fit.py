@@ -27,7 +27,7 @@ __all__ = ["register", "cmd_fit"]
 
 #: OCSDF's defaults of the options that leave them out, for the help text only (the CLI does not
 #: import the estimator to draw its help; a test checks that they agree).
-FIT_DEFAULTS = {"n_steps": "auto", "width": 128, "depth": 3}
+FIT_DEFAULTS = {"n_steps": "auto", "width": "auto", "depth": 3}
 #: ``ocsdf.streamfit.DEFAULT_BUFFER_ROWS`` and ``ocsdf.stream.DEFAULT_CHUNK_ROWS``, for the help
 #: text (a test checks that they agree).
 DEFAULT_BUFFER_ROWS = 200_000
@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"training steps (OCSDF's default, {FIT_DEFAULTS['n_steps']}: 1000 for "
                    "rows, 3000 for images)")
     p.add_argument("--width", type=positive_int, default=None,
-                   help=f"hidden width, even (OCSDF's default, {FIT_DEFAULTS['width']})")
+                   help=f"hidden width, even (OCSDF's default, {FIT_DEFAULTS['width']}: 64 for "
+                   "rows, 128 for images)")
     p.add_argument("--depth", type=positive_int, default=None,
                    help=f"hidden layers (OCSDF's default, {FIT_DEFAULTS['depth']})")
     p.add_argument("--margin", type=auto_or_float(0.0, math.inf), default="auto",
