@@ -36,6 +36,12 @@ AUTO_DISTANCE_WEIGHT = {"rows": 0.0, "images": 0.3}
 AUTO_WIDTH = {"rows": 64, "images": 128}
 
 
+def resolve_auto(value, table: dict, kind: str = "rows"):
+    """``table[kind]`` when ``value`` is "auto" (``kind``: "rows" or "images"), else ``value``:
+    the one rule behind ``width_``, ``n_steps_`` and ``distance_weight_``."""
+    return table[kind] if value == "auto" else value
+
+
 def label_free_margin(z: np.ndarray, factor: float = 0.05, seed: int = 0) -> float:
     """Margin ``m`` chosen without labels: ``factor`` x the median nearest-neighbour distance
     (over rows whose nearest neighbour is not an exact duplicate).
@@ -203,7 +209,8 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         images (:data:`AUTO_WIDTH`). The value used is ``width_``. Measured on the 19 ADBench
         sets, 5 seeds, 1000 steps (``docs/results/defaults_speed/``): 64 x 3 against 128 x 3,
         mean AUROC 85.44 against 85.77 % with training rows that hold anomalies and 91.37
-        against 91.53 % on clean ones (both within seed noise), fitted 3.5 x faster.
+        against 91.53 % on clean ones (both within seed noise); a fit on ADBench cardio, one
+        CPU thread, 1.9 s against 3.8 s (``docs/results/speed.md``).
     depth : int, default 3
         Number of hidden dense layers.
     activation : {"groupsort2", "fullsort"}, default "groupsort2"
@@ -608,12 +615,12 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         parameters, with "auto" resolved by the kind of data (rows or images; after
         validation)."""
         kind = "images" if self._is_image() else "rows"
-        self.width_ = AUTO_WIDTH[kind] if self.width == "auto" else int(self.width)
-        self.n_steps_ = AUTO_STEPS[kind] if self.n_steps == "auto" else int(self.n_steps)
+        self.width_ = int(resolve_auto(self.width, AUTO_WIDTH, kind))
+        self.n_steps_ = int(resolve_auto(self.n_steps, AUTO_STEPS, kind))
         self.warmup_steps_ = (self.n_steps_ // 10 if self.warmup_steps == "auto"
                               else int(self.warmup_steps))
-        self.distance_weight_ = (AUTO_DISTANCE_WEIGHT[kind] if self.distance_weight == "auto"
-                                 else float(self.distance_weight))
+        self.distance_weight_ = float(resolve_auto(self.distance_weight, AUTO_DISTANCE_WEIGHT,
+                                                   kind))
 
     def _train_config(self, seed: int) -> TrainConfig:
         """The :class:`TrainConfig` of this estimator's hyper-parameters (after ``margin_``)."""

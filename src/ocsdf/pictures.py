@@ -162,7 +162,7 @@ def score_histograms(model, normal: np.ndarray, path: str | os.PathLike, n_noise
                 scorer.score_z_tensor(noise_z).cpu().numpy())
     net = train_conventional(z.float(), scorer.domain, width=int(model.width_),
                              depth=int(model.depth),
-                             n_steps=int(conventional_steps or _steps_used(model)),
+                             n_steps=int(conventional_steps or model.n_steps_),
                              margin=float(model.margin_), seed=seed)
     with torch.no_grad():
         conv = (net(z.float()).double().cpu().numpy(), net(noise_z.float()).double().cpu().numpy())
@@ -186,9 +186,3 @@ def score_histograms(model, normal: np.ndarray, path: str | os.PathLike, n_noise
     fig.tight_layout()
     fig.savefig(path)
     return stats
-
-
-def _steps_used(model) -> int:
-    """The training steps ``model`` used (``n_steps_``; ``n_steps`` for models saved before
-    ``n_steps="auto"``)."""
-    return int(getattr(model, "n_steps_", model.n_steps))

@@ -32,7 +32,7 @@ from sklearn.metrics import roc_auc_score
 from ..core.runtime import torch_device, torch_threads
 from ..data import load_adbench
 from ..estimator import OCSDF
-from .harness import command_line, rows_steps, split_indices, study, timed
+from .harness import command_line, rows_steps, rows_width, split_indices, study, timed
 
 __all__ = [
     "DEFAULT_CONFIGS",
@@ -92,7 +92,7 @@ def config_name(params: dict) -> str:
     if "name" in params:
         return str(params["name"])
     est = OCSDF()
-    width = params.get("width", est.width)
+    width = rows_width(params.get("width", est.width))
     depth = params.get("depth", est.depth)
     steps = rows_steps(params.get("n_steps", est.n_steps))
     name = f"{width}x{depth}-s{steps}"
@@ -233,7 +233,7 @@ def defaults_study(
                 rows.append({
                     "dataset": dataset,
                     "config": name,
-                    "width": est.width,
+                    "width": rows_width(est.width),
                     "depth": est.depth,
                     "n_steps": rows_steps(est.n_steps),
                     "margin": str(est.margin),

@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 from ..core.runtime import torch_device, torch_threads
 from ..data import split_indices, subsample_indices
 
-__all__ = ["Study", "command_line", "rows_steps", "device_note", "resolve_jobs", "run_jobs",
-           "split_indices", "study", "subsample_indices", "timed"]
+__all__ = ["Study", "command_line", "device_note", "resolve_jobs", "rows_steps", "rows_width",
+           "run_jobs", "split_indices", "study", "subsample_indices", "timed"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -38,16 +38,16 @@ OMITTED: dict[str, Any] = {"device": "cpu", "out_dir": "docs/results"}
 
 def rows_steps(n_steps) -> int:
     """``n_steps`` of a tabular fit (``"auto"``: :data:`ocsdf.estimator.AUTO_STEPS` for rows)."""
-    from ..estimator import AUTO_STEPS
+    from ..estimator import AUTO_STEPS, resolve_auto
 
-    return AUTO_STEPS["rows"] if n_steps == "auto" else int(n_steps)
+    return int(resolve_auto(n_steps, AUTO_STEPS))
 
 
 def rows_width(width) -> int:
     """``width`` of a tabular fit (``"auto"``: :data:`ocsdf.estimator.AUTO_WIDTH` for rows)."""
-    from ..estimator import AUTO_WIDTH
+    from ..estimator import AUTO_WIDTH, resolve_auto
 
-    return AUTO_WIDTH["rows"] if width == "auto" else int(width)
+    return int(resolve_auto(width, AUTO_WIDTH))
 
 
 # ----------------------------------------------------------------------------- one study
