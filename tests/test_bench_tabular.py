@@ -257,4 +257,5 @@ def test_set_and_cover_options_reach_ocsdf_and_the_command():
         with pytest.raises(ValueError, match="NAME=VALUE with NAME one of"):
             tabular._parse_set(bad)
     words = tabular._training_text({"bias_lr_factor": 5.0, "learning_rate": 0.002})
-    assert "RMSprop lr 0.002 (5 x for the biases)" in words and "T = 4" in words
+    assert "RMSprop lr 0.002 (5 x for the biases)" in words and "T = 1" in words
+    assert "T = 4" in tabular._training_text({"n_newton_steps": 4})

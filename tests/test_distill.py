@@ -9,7 +9,7 @@ import torch
 from ocsdf import OCSDF
 from ocsdf.core import distill
 from ocsdf.core.distill import DistanceSupervision, build_pool, kth_distances
-from ocsdf.core.domain import make_domain
+from ocsdf.core.domain import Box, make_domain
 from ocsdf.core.nn import lipschitz_bound
 from ocsdf.estimator import fit_many
 from ocsdf.knn import KNNDistance
@@ -100,3 +100,51 @@ def test_supervised_fit_is_lipschitz_and_closer_to_the_distance():
     err_sup = np.abs(sup.score_samples(X_test) - (sup.margin_ - d1)).mean()
     # measured (CPU, torch 2.13): 0.61 against 1.03 standardised units
     assert err_sup < 0.75 * err_plain, (err_sup, err_plain)
+
+
+def test_shifted_images_are_whole_pixel_rolls_of_training_images():
+    rng = np.random.default_rng(3)
+    shape = (2, 5, 7)
+    x = torch.as_tensor(rng.random((6, 70)), dtype=torch.float64)
+    out = distill.shifted_images(x, 40, shape, 2, torch.Generator().manual_seed(0))
+    assert out.shape == (40, 70)
+    imgs = x.reshape(6, *shape)
+    found = set()
+    for row in out.reshape(40, *shape):
+        hits = [(i, dy, dx) for i in range(6) for dy in range(-2, 3) for dx in range(-2, 3)
+                if torch.equal(row, torch.roll(imgs[i], (dy, dx), (-2, -1)))]
+        assert len(hits) == 1  # exactly one training image and offset within +-2 pixels
+        found.add(hits[0][1:])
+    assert len(found) > 10  # the offsets vary
+    with pytest.raises(ValueError, match="does not match"):
+        distill.shifted_images(x, 3, (1, 5, 7), 2, torch.Generator())
+
+
+def test_pool_with_image_shift_replaces_uniform_points_by_shifted_images():
+    rng = np.random.default_rng(4)
+    x = torch.as_tensor(rng.random((30, 36)) * (rng.random((30, 36)) < 0.3),
+                        dtype=torch.float32)
+    pool = build_pool(x, Box(0.0, 1.0), 64, 1, torch.Generator().manual_seed(0),
+                      image_shape=(1, 6, 6), max_shift=3)
+    last = pool.points[48:]  # the last quarter
+    # each is a permutation of some training image's pixels (a roll), not uniform noise
+    sorted_x = x.sort(dim=1).values
+    for p in last:
+        assert (sorted_x == p.sort().values).all(dim=1).any()
+    brute = torch.cdist(pool.points.double(), x.double()).min(dim=1).values
+    assert torch.allclose(pool.distance, brute, rtol=1e-9, atol=1e-9)
+    plain = build_pool(x, Box(0.0, 1.0), 64, 1, torch.Generator().manual_seed(0))
+    assert not any((sorted_x == p.sort().values).all(dim=1).any() for p in plain.points[48:])
+
+
+def test_distance_shift_is_for_images():
+    X = _data()
+    with pytest.raises(Exception, match="distance_shift=2 shifts images"):
+        OCSDF(n_steps=5, width=16, depth=2, distance_shift=2).fit(X)
+    rows = OCSDF(n_steps=5, width=16, depth=2).fit(X)
+    assert rows.distance_shift_ == 0
+    imgs = np.random.default_rng(0).random((40, 1, 6, 6)) * 0.5
+    m = OCSDF(n_steps=5, width=16, depth=2, random_state=0).fit(imgs)
+    assert m.distance_shift_ == 4 and m.distance_weight_ > 0
+    m0 = OCSDF(n_steps=5, width=16, depth=2, random_state=0, distance_shift=0).fit(imgs)
+    assert not np.array_equal(m.score_samples(imgs), m0.score_samples(imgs))

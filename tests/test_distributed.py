@@ -129,10 +129,12 @@ def test_two_processes_with_torchrun(tmp_path):
     one-process fit with the same total batch (2 x 64 against 128).
 
     Not bit for bit (each rank draws its own negatives), so the check is on quality: two moons
-    against uniform noise at least 0.3 from every training row, AUROC > 0.9 for both (measured
-    0.964 and 0.965 on the 2-core CI machine; 0.954-0.966 over one-process seeds 0-4), within
-    0.03 of each other, and scores correlated > 0.9 (measured 0.99: the same initial weights;
-    0.87-0.99 between one-process fits with different seeds)."""
+    against uniform noise at least 0.3 from every training row, AUROC > 0.9 for both, within
+    0.05 of each other (measured with T = 1, the rows default since 2026-12-01: 0.965 one
+    process, 0.928 two; two-process seeds 0-3 give 0.928-0.966 and one-process seeds 0-4
+    0.953-0.965, so one draw of either may sit 0.04 from the other), and scores correlated
+    > 0.9 (the same initial weights; 0.87-0.99 between one-process fits with different
+    seeds)."""
     X = _moons_csv(tmp_path / "moons.csv")
     steps, env = 600, {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
@@ -157,5 +159,6 @@ def test_two_processes_with_torchrun(tmp_path):
     y = np.r_[np.ones(len(normal)), np.zeros(len(rows) - len(normal))]
     s_one, s_two = one.score_samples(rows), two.score_samples(rows)
     auc_one, auc_two = roc_auc_score(y, s_one), roc_auc_score(y, s_two)
-    assert auc_one > 0.9 and auc_two > 0.9 and abs(auc_one - auc_two) < 0.03, (auc_one, auc_two)
-    assert np.corrcoef(s_one, s_two)[0, 1] > 0.9
+    assert auc_one > 0.9 and auc_two > 0.9 and abs(auc_one - auc_two) < 0.05, (auc_one, auc_two)
+    corr = np.corrcoef(s_one, s_two)[0, 1]
+    assert corr > 0.9, corr

@@ -192,7 +192,8 @@ def test_trim_refits_on_the_rows_the_first_fit_scores_highest():
 
 def test_trim_helps_on_contaminated_training_rows():
     """Unsupervised AD on ADBench thyroid (2.5 % anomalies among the training rows), seed 0:
-    measured AUROC 0.943 without trim, 0.980 with trim=0.1 (over 5 seeds, 95.0 -> 97.6 %:
+    measured AUROC 0.938 without trim, 0.960 with trim=0.1 at the defaults since 2026-12-01
+    (T = 1; 0.943 -> 0.980 at T = 4; over 5 seeds at T = 4, 95.0 -> 97.6 %:
     docs/results/tabular_trim/tabular_ad.md)."""
     from ocsdf.data import load_adbench
 
@@ -204,7 +205,7 @@ def test_trim_helps_on_contaminated_training_rows():
     trimmed = OCSDF(random_state=0, trim=0.1).fit(X)
     au_plain = roc_auc_score(y, -plain.score_samples(X))
     au_trim = roc_auc_score(y, -trimmed.score_samples(X))
-    assert au_trim >= 0.97 and au_trim > au_plain + 0.01, (au_plain, au_trim)
+    assert au_trim >= 0.95 and au_trim > au_plain + 0.01, (au_plain, au_trim)
 
 
 @pytest.mark.parametrize("value", [1e300, -1e308, 1e13])

@@ -63,7 +63,7 @@ class OCSDFDetector(BaseDetector):
     width, depth, activation, margin, lam, n_steps, warmup_steps, batch_size, n_newton_steps, \
 learning_rate, lr_schedule, bias_lr_factor, domain, domain_size, standardize, random_state, \
 device, n_threads, verbose, trim, image_shape, network, channels, distance_weight, \
-distance_k, distance_pool, distance_radius, distance_loss
+distance_k, distance_pool, distance_radius, distance_loss, distance_shift
         Passed unchanged to :class:`ocsdf.OCSDF` (same defaults; ``margin="auto"`` is the
         label-free rule: 0.05 x the median nearest-neighbour distance in standardised units).
         ``trim`` (e.g. 0.1) refits without the lowest-scoring fraction of the training rows,
@@ -112,7 +112,7 @@ distance_k, distance_pool, distance_radius, distance_loss
         n_steps: int | str = "auto",
         warmup_steps: int | str = "auto",
         batch_size: int = 128,
-        n_newton_steps: int = 4,
+        n_newton_steps: int | str = "auto",
         learning_rate: float = 1e-3,
         lr_schedule: str = "constant",
         bias_lr_factor: float = 1.0,
@@ -133,6 +133,7 @@ distance_k, distance_pool, distance_radius, distance_loss
         distance_pool: int = 4096,
         distance_radius: float = 0.0,
         distance_loss: str = "two_sided",
+        distance_shift: int | str = "auto",
     ) -> None:
         # BaseDetector only stores ``contamination`` (and rejects one outside (0, 0.5]).
         super().__init__(contamination=contamination)
@@ -165,6 +166,7 @@ distance_k, distance_pool, distance_radius, distance_loss
         self.distance_pool = distance_pool
         self.distance_radius = distance_radius
         self.distance_loss = distance_loss
+        self.distance_shift = distance_shift
 
     def _make_estimator(self) -> OCSDF:
         """The wrapped OCSDF with this detector's hyper-parameters (threshold left to PyOD)."""

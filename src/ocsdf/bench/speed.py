@@ -538,7 +538,7 @@ def _deployed_rows(n_rows: int, dims: tuple[int, ...], seed: int) -> list[dict]:
 #: A faster configuration measured against the default (``docs/results/defaults_speed/``): timed
 #: beside it so that the ratio comes from one run.
 FAST_CONFIG = {"width": 64, "depth": 2, "n_steps": 350, "warmup_steps": 35,
-               "learning_rate": 2e-3, "bias_lr_factor": 5.0}
+               "learning_rate": 2e-3, "bias_lr_factor": 5.0, "n_newton_steps": 4}
 
 
 def _default_fit_rows(seeds: tuple[int, ...] = (0, 1), data_dir=None) -> list[dict]:
@@ -559,9 +559,11 @@ def _default_fit_rows(seeds: tuple[int, ...] = (0, 1), data_dir=None) -> list[di
     fits: dict[str, list[tuple[float, float]]] = {}
     makers = {
         "scikit-learn IsolationForest": lambda seed: IsolationForest(random_state=seed),
-        "OCSDF() (default: 64 x 3, 1000 steps)": lambda seed: OCSDF(random_state=seed),
-        "OCSDF(width=128) (the default until 2026-12-01: 128 x 3, 1000 steps)":
-            lambda seed: OCSDF(random_state=seed, width=128),
+        "OCSDF() (default: 64 x 3, 1000 steps, T = 1)": lambda seed: OCSDF(random_state=seed),
+        "OCSDF(n_newton_steps=4) (the default until 2026-12-01, afternoon: 64 x 3, T = 4)":
+            lambda seed: OCSDF(random_state=seed, n_newton_steps=4),
+        "OCSDF(width=128, n_newton_steps=4) (the default until 2026-12-01, morning: 128 x 3, "
+        "T = 4)": lambda seed: OCSDF(random_state=seed, width=128, n_newton_steps=4),
         "OCSDF fast (64 x 2, 350 steps, lr 2e-3, 5 x for biases)":
             lambda seed: OCSDF(random_state=seed, **FAST_CONFIG),
     }
@@ -661,9 +663,10 @@ measurement is its first row (ratio 1). The machine has 2 cores and other jobs m
 using them during the run, so absolute times are noisy; the ratios are the result to read.
 
 - **default fit**: seconds of `OCSDF(random_state=seed).fit` on ADBench cardio (the one-class
-  half of the normal rows of each seed, 827 x 21; 64 x 3 since 2026-12-01), scikit-learn's
-  `IsolationForest` on the same rows first (ratio 1), the previous default (`width=128`) next,
-  and the fast configuration (64 x 2, 350 steps, T = 4, lr 2e-3, 5 x for
+  half of the normal rows of each seed, 827 x 21; 64 x 3 with T = 1 Newton–Raphson step
+  since 2026-12-01), scikit-learn's `IsolationForest` on the same rows first (ratio 1), the
+  two previous defaults next (T = 4: `n_newton_steps=4`; and 128 x 3 with T = 4), and the
+  fast configuration (64 x 2, 350 steps, T = 4, lr 2e-3, 5 x for
   the biases; not the default: `docs/results/defaults_speed/`) last, one after the other for
   each seed; medians over seeds 0 and 1, with each seed's AUROC (the other half of the normal
   rows against all anomalies) in the note.

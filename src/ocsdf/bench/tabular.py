@@ -776,7 +776,10 @@ def _training_text(params: dict | None = None) -> str:
     ``params`` over them."""
     known = OCSDF().get_params()
     d = OCSDF(**{**known, **{k: v for k, v in (params or {}).items() if k in known}})
-    text = (f"batch {d.batch_size}, T = {d.n_newton_steps}, lambda = {d.lam:g}, RMSprop lr "
+    from ..estimator import AUTO_NEWTON_STEPS, resolve_auto
+
+    t = int(resolve_auto(d.n_newton_steps, AUTO_NEWTON_STEPS))
+    text = (f"batch {d.batch_size}, T = {t}, lambda = {d.lam:g}, RMSprop lr "
             f"{d.learning_rate:g}")
     if d.bias_lr_factor != 1:
         text += f" ({d.bias_lr_factor:g} x for the biases)"

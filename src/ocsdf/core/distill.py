@@ -15,7 +15,12 @@ Pool (per model, from its own training rows, seeded by its own generator, built 
   quarter of the median nearest-neighbour distance of the training rows and the median distance
   of uniform points of B to the data (projected back onto B);
 * 1/4: a point on the segment between two random training rows (uniform position);
-* 1/4: uniform in B.
+* 1/4: uniform in B; for images with a pixel shift (``image_shape`` and ``max_shift > 0``), a
+  training image rolled instead by a random integer offset of at most ``max_shift`` pixels
+  along each axis (circular). A shifted digit is an image of the same kind as the anomalies an
+  image model meets (other digits, other objects) at a distance of the same order, where
+  uniform noise is three times farther than anything real: labelling it teaches ``f`` to fall
+  between classes instead of staying flat there (``docs/results/images_mnist_studies/``).
 
 Distances are exact (float64 ``torch.cdist`` in chunks of bounded memory, against every
 training row up to ``max_reference`` rows, beyond which a uniform subsample of that many rows
@@ -73,6 +78,28 @@ def kth_distances(points: torch.Tensor, reference: torch.Tensor, k: int,
     return out
 
 
+def shifted_images(x: torch.Tensor, n: int, image_shape: Sequence[int], max_shift: int,
+                   gen: torch.Generator) -> torch.Tensor:
+    """``n`` rows of ``x`` ``(N, C*H*W)`` (flattened ``image_shape = (C, H, W)`` images, drawn
+    uniformly with replacement), each rolled by its own random integer offset ``(dy, dx)``,
+    ``|dy|, |dx| <= max_shift`` pixels (circular: what leaves one side enters the other; on
+    images with an empty border, as MNIST, a plain shift). Shape ``(n, C*H*W)``; every draw
+    from ``gen``."""
+    c, h, w = (int(v) for v in image_shape)
+    if c * h * w != x.shape[1]:
+        raise ValueError(f"image_shape {tuple(image_shape)} does not match {x.shape[1]} features")
+    device = x.device
+    rows = torch.randint(len(x), (n,), generator=gen, device=gen.device).to(device)
+    shift = torch.randint(-max_shift, max_shift + 1, (n, 2), generator=gen,
+                          device=gen.device).to(device)
+    i = torch.arange(h, device=device)
+    j = torch.arange(w, device=device)
+    src_i = (i[None, :] - shift[:, :1]) % h  # (n, H): out[i] = in[(i - dy) mod H]
+    src_j = (j[None, :] - shift[:, 1:]) % w  # (n, W)
+    index = (src_i[:, :, None] * w + src_j[:, None, :]).reshape(n, 1, h * w).expand(-1, c, -1)
+    return x[rows].reshape(n, c, h * w).gather(2, index).reshape(n, c * h * w)
+
+
 def _median_spacing(x: torch.Tensor, k: int, gen: torch.Generator, max_rows: int = 2000
                     ) -> float:
     """Median leave-one-out ``d_k`` of (a subsample of at most ``max_rows`` of) the rows of
@@ -114,13 +141,18 @@ class DistancePool:
 
 
 def build_pool(x: torch.Tensor, domain: Domain, size: int, k: int, gen: torch.Generator,
-               max_reference: int = 50_000) -> DistancePool:
+               max_reference: int = 50_000, image_shape: Sequence[int] | None = None,
+               max_shift: int = 0) -> DistancePool:
     """The pool of one model (see the module notes): ``size`` points around and between the
-    training rows ``x`` ``(n, d)`` and uniform in ``domain``, with exact ``d_k`` to ``x``.
+    training rows ``x`` ``(n, d)`` and uniform in ``domain`` (or, with ``image_shape``
+    ``(C, H, W)`` and ``max_shift > 0``, training images shifted by up to ``max_shift``
+    pixels), with exact ``d_k`` to ``x``.
 
     Every random draw uses ``gen`` (the model's own supervision generator, never the training
     one). ``x`` with more than ``max_reference`` rows: the distances are to a uniform subsample
-    of ``max_reference`` rows (an upper bound of the distance to all rows).
+    of ``max_reference`` rows (an upper bound of the distance to all rows). The largest radius
+    of the points around the training rows is the median distance of the last quarter (uniform
+    or shifted) to the data.
     """
     n, d = x.shape
     device, dtype = x.device, x.dtype
@@ -131,7 +163,10 @@ def build_pool(x: torch.Tensor, domain: Domain, size: int, k: int, gen: torch.Ge
     n_uniform = size // 4
     n_mix = size // 4
     n_noise = size - n_uniform - n_mix
-    uniform = domain.sample(n_uniform, d, gen, device=gen.device).to(device, dtype)
+    if image_shape is not None and max_shift > 0:
+        uniform = shifted_images(x, n_uniform, image_shape, int(max_shift), gen)
+    else:
+        uniform = domain.sample(n_uniform, d, gen, device=gen.device).to(device, dtype)
     d_uniform = kth_distances(uniform, ref, k)
     spacing1 = _median_spacing(x, 1, gen)
     spacing = spacing1 if k == 1 else _median_spacing(x, k, gen)
@@ -186,12 +221,18 @@ class DistanceSupervision:
     delta : float
         Huber threshold as a fraction of the margin: beyond ``delta * m`` the penalty is the
         absolute error (gradient of size ``weight`` per point, whatever the units).
+    image_shape : ``(C, H, W)``, optional
+        The rows are flattened images of this shape: with ``max_shift > 0`` the pool's last
+        quarter is shifted training images instead of uniform points (:func:`build_pool`).
+    max_shift : int
+        Largest shift in pixels along each axis (0: uniform points).
     """
 
     def __init__(self, data: torch.Tensor | Sequence[torch.Tensor], domain: Domain,
                  margins: Sequence[float], seeds: Sequence[int], *, weight: float,
                  k: int = 1, pool_size: int = 4096, batch_size: int = 128,
-                 radius: float = 0.0, loss: str = "two_sided", delta: float = 1.0) -> None:
+                 radius: float = 0.0, loss: str = "two_sided", delta: float = 1.0,
+                 image_shape: Sequence[int] | None = None, max_shift: int = 0) -> None:
         n_models = len(seeds)
         if isinstance(data, torch.Tensor):
             data = [data] * n_models
@@ -204,7 +245,8 @@ class DistanceSupervision:
         device, dtype = data[0].device, data[0].dtype
         self.generators = [torch.Generator(device=device).manual_seed(
             (int(s) * 2654435761 + 97) % (2**63 - 1)) for s in seeds]
-        self.pools = [build_pool(x, domain, int(pool_size), int(k), g)
+        self.pools = [build_pool(x, domain, int(pool_size), int(k), g,
+                                 image_shape=image_shape, max_shift=int(max_shift))
                       for x, g in zip(data, self.generators)]
         self.points = torch.stack([p.points for p in self.pools]).to(device, dtype)  # (M, P, d)
         margin_t = torch.as_tensor(list(margins), dtype=torch.float64, device=device)
