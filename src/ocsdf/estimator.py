@@ -25,8 +25,8 @@ from .core.scorer import Z_MAX, Scorer
 from .core.training import LR_SCHEDULES, TrainConfig, TrainHistory, train
 from .errors import DomainWarning, InputError, ModelFileError
 
-__all__ = ["AUTO_DISTANCE_SHIFT", "AUTO_DISTANCE_WEIGHT", "AUTO_NEWTON_STEPS", "AUTO_STEPS",
-           "AUTO_WIDTH", "OCSDF", "fit_many"]
+__all__ = ["AUTO_BY_KIND", "AUTO_DISTANCE_SHIFT", "AUTO_DISTANCE_WEIGHT", "AUTO_NEWTON_STEPS",
+           "AUTO_STEPS", "AUTO_WIDTH", "OCSDF", "fit_many"]
 
 
 #: What ``n_steps="auto"`` means, by the kind of data ("rows": tables; "images").
@@ -39,13 +39,18 @@ AUTO_DISTANCE_SHIFT = {"rows": 0, "images": 4}
 AUTO_NEWTON_STEPS = {"rows": 1, "images": 4}
 #: What ``width="auto"`` means, by the kind of data (hidden units per dense layer).
 AUTO_WIDTH = {"rows": 64, "images": 128}
+#: Every parameter whose "auto" depends on the kind of data, with its table; the value used is
+#: the attribute of the same name with a trailing underscore (``width_``, ...), of the type of
+#: the table's values.
+AUTO_BY_KIND = {"width": AUTO_WIDTH, "n_steps": AUTO_STEPS, "n_newton_steps": AUTO_NEWTON_STEPS,
+                "distance_weight": AUTO_DISTANCE_WEIGHT, "distance_shift": AUTO_DISTANCE_SHIFT}
 
 
 def resolve_auto(value, table: dict, kind: str = "rows"):
-    """``table[kind]`` when ``value`` is "auto" (``kind``: "rows" or "images"), else ``value``:
-    the one rule behind ``width_``, ``n_steps_``, ``n_newton_steps_``, ``distance_weight_`` and
-    ``distance_shift_``."""
-    return table[kind] if value == "auto" else value
+    """``table[kind]`` when ``value`` is "auto" (``kind``: "rows" or "images"), else ``value``
+    as the type of the table's values: the one rule behind every parameter of
+    :data:`AUTO_BY_KIND`."""
+    return table[kind] if value == "auto" else type(table[kind])(value)
 
 
 def label_free_margin(z: np.ndarray, factor: float = 0.05, seed: int = 0) -> float:
@@ -637,14 +642,10 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         ``distance_weight_`` and ``distance_shift_``: the parameters, with "auto" resolved by
         the kind of data (rows or images; after validation)."""
         kind = "images" if self._is_image() else "rows"
-        self.width_ = int(resolve_auto(self.width, AUTO_WIDTH, kind))
-        self.n_steps_ = int(resolve_auto(self.n_steps, AUTO_STEPS, kind))
-        self.n_newton_steps_ = int(resolve_auto(self.n_newton_steps, AUTO_NEWTON_STEPS, kind))
+        for name, table in AUTO_BY_KIND.items():
+            setattr(self, name + "_", resolve_auto(getattr(self, name), table, kind))
         self.warmup_steps_ = (self.n_steps_ // 10 if self.warmup_steps == "auto"
                               else int(self.warmup_steps))
-        self.distance_weight_ = float(resolve_auto(self.distance_weight, AUTO_DISTANCE_WEIGHT,
-                                                   kind))
-        self.distance_shift_ = int(resolve_auto(self.distance_shift, AUTO_DISTANCE_SHIFT, kind))
         if kind == "rows" and self.distance_shift_ > 0:
             raise InputError(f"distance_shift={self.distance_shift_} shifts images by pixels; "
                              "these are rows (give image_shape, or distance_shift=0)")

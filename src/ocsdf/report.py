@@ -250,7 +250,7 @@ class Report:
             ("features", f"{d}: {shown}"),
             ("domain of the negatives", html.escape(_domain_text(m, d))),
             ("network", html.escape(f"{m.width_} x {m.depth} ({m.activation}), "
-                                    f"{getattr(m, 'n_steps_', m.n_steps)} training steps")),
+                                    f"{m.n_steps_} training steps")),
             ("training time", fit_text),
             ("margin m", f"{m.margin_:.4g} (standardised units)"),
             ("Lipschitz bound L", f"{m.lipschitz_:.4g} (l2, standardised units); "

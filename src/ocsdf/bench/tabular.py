@@ -57,6 +57,7 @@ from .harness import (
     command_line,
     resolve_jobs,
     rows_steps,
+    rows_value,
     rows_width,
     run_jobs,
     split_indices,
@@ -776,10 +777,8 @@ def _training_text(params: dict | None = None) -> str:
     ``params`` over them."""
     known = OCSDF().get_params()
     d = OCSDF(**{**known, **{k: v for k, v in (params or {}).items() if k in known}})
-    from ..estimator import AUTO_NEWTON_STEPS, resolve_auto
-
-    t = int(resolve_auto(d.n_newton_steps, AUTO_NEWTON_STEPS))
-    text = (f"batch {d.batch_size}, T = {t}, lambda = {d.lam:g}, RMSprop lr "
+    text = (f"batch {d.batch_size}, T = {rows_value('n_newton_steps', d.n_newton_steps)}, "
+            f"lambda = {d.lam:g}, RMSprop lr "
             f"{d.learning_rate:g}")
     if d.bias_lr_factor != 1:
         text += f" ({d.bias_lr_factor:g} x for the biases)"
