@@ -126,7 +126,10 @@ def test_pool_with_image_shift_replaces_uniform_points_by_shifted_images():
                         dtype=torch.float32)
     pool = build_pool(x, Box(0.0, 1.0), 64, 1, torch.Generator().manual_seed(0),
                       image_shape=(1, 6, 6), max_shift=3)
-    last = pool.points[48:]  # the last quarter
+    shares = distill.POOL_SHARES["shifted"]
+    n_far = int(64 * shares["far"])
+    assert n_far >= 32 and n_far + int(64 * shares["between"]) <= 64
+    last = pool.points[64 - n_far:]  # the far points come last
     # each is a permutation of some training image's pixels (a roll), not uniform noise
     sorted_x = x.sort(dim=1).values
     for p in last:
@@ -145,6 +148,6 @@ def test_distance_shift_is_for_images():
     assert rows.distance_shift_ == 0
     imgs = np.random.default_rng(0).random((40, 1, 6, 6)) * 0.5
     m = OCSDF(n_steps=5, width=16, depth=2, random_state=0).fit(imgs)
-    assert m.distance_shift_ == 4 and m.distance_weight_ > 0
+    assert m.distance_shift_ == 6 and m.distance_weight_ > 0
     m0 = OCSDF(n_steps=5, width=16, depth=2, random_state=0, distance_shift=0).fit(imgs)
     assert not np.array_equal(m.score_samples(imgs), m0.score_samples(imgs))

@@ -9,18 +9,22 @@ update, a regression term of ``f`` towards ``m - d_k`` on a minibatch of that po
 (:class:`DistanceSupervision`, the ``extra_loss`` of :func:`~ocsdf.core.training.train`).
 The network stays 1-Lipschitz by construction: the term only changes where its weights go.
 
-Pool (per model, from its own training rows, seeded by its own generator, built once):
+Pool (per model, from its own training rows, seeded by its own generator, built once), in the
+shares of :data:`POOL_SHARES`:
 
-* 1/2: a training row moved in a random direction by a radius drawn log-uniformly between a
-  quarter of the median nearest-neighbour distance of the training rows and the median distance
-  of uniform points of B to the data (projected back onto B);
-* 1/4: a point on the segment between two random training rows (uniform position);
-* 1/4: uniform in B; for images with a pixel shift (``image_shape`` and ``max_shift > 0``), a
-  training image rolled instead by a random integer offset of at most ``max_shift`` pixels
+* "around": a training row moved in a random direction by a radius drawn log-uniformly between
+  a quarter of the median nearest-neighbour distance of the training rows and the median
+  distance of the "far" points to the data (projected back onto B);
+* "between": a point on the segment between two random training rows (uniform position);
+* "far": uniform in B; for images with a pixel shift (``image_shape`` and ``max_shift > 0``),
+  a training image rolled instead by a random integer offset of at most ``max_shift`` pixels
   along each axis (circular). A shifted digit is an image of the same kind as the anomalies an
   image model meets (other digits, other objects) at a distance of the same order, where
   uniform noise is three times farther than anything real: labelling it teaches ``f`` to fall
   between classes instead of staying flat there (``docs/results/images_mnist_studies/``).
+  With shifted images they are the whole pool (MNIST, 10 digits x 2 seeds, mean AUROC /
+  certified AUROC at l2 36/255: shifted images as a quarter of the pool 95.6 / 90.4, a half
+  96.1 / 91.7, three quarters 96.5 / 92.7, all of it 96.5 / 93.1).
 
 Distances are exact (float64 ``torch.cdist`` in chunks of bounded memory, against every
 training row up to ``max_reference`` rows, beyond which a uniform subsample of that many rows
@@ -40,10 +44,17 @@ import torch
 
 from .domain import Domain
 
-__all__ = ["DistancePool", "DistanceSupervision", "build_pool", "kth_distances"]
+__all__ = ["POOL_SHARES", "DistancePool", "DistanceSupervision", "build_pool", "kth_distances",
+           "shifted_images"]
 
 #: Entries of the (chunk x reference rows) distance matrix computed at once (32 MiB in float64).
 _CHUNK_ENTRIES = 1 << 22
+
+#: Shares of the pool ("around", "between", "far") with uniform far points ("uniform") and
+#: with shifted training images as the far points ("shifted"); "around" takes what the
+#: rounding leaves.
+POOL_SHARES = {"uniform": {"around": 0.5, "between": 0.25, "far": 0.25},
+               "shifted": {"around": 0.0, "between": 0.0, "far": 1.0}}
 
 
 def kth_distances(points: torch.Tensor, reference: torch.Tensor, k: int,
@@ -151,8 +162,9 @@ def build_pool(x: torch.Tensor, domain: Domain, size: int, k: int, gen: torch.Ge
     Every random draw uses ``gen`` (the model's own supervision generator, never the training
     one). ``x`` with more than ``max_reference`` rows: the distances are to a uniform subsample
     of ``max_reference`` rows (an upper bound of the distance to all rows). The largest radius
-    of the points around the training rows is the median distance of the last quarter (uniform
-    or shifted) to the data.
+    of the points around the training rows is the median distance of the far points (uniform
+    or shifted) to the data. Order of the points: around, between, far
+    (:data:`POOL_SHARES`).
     """
     n, d = x.shape
     device, dtype = x.device, x.dtype
@@ -160,10 +172,12 @@ def build_pool(x: torch.Tensor, domain: Domain, size: int, k: int, gen: torch.Ge
     if n > max_reference:
         ref = x[torch.randperm(n, generator=gen, device=gen.device)[:max_reference].to(device)]
     k = min(int(k), len(ref))
-    n_uniform = size // 4
-    n_mix = size // 4
+    shifted = image_shape is not None and max_shift > 0
+    shares = POOL_SHARES["shifted" if shifted else "uniform"]
+    n_uniform = int(size * shares["far"])
+    n_mix = int(size * shares["between"])
     n_noise = size - n_uniform - n_mix
-    if image_shape is not None and max_shift > 0:
+    if shifted:
         uniform = shifted_images(x, n_uniform, image_shape, int(max_shift), gen)
     else:
         uniform = domain.sample(n_uniform, d, gen, device=gen.device).to(device, dtype)
@@ -222,8 +236,9 @@ class DistanceSupervision:
         Huber threshold as a fraction of the margin: beyond ``delta * m`` the penalty is the
         absolute error (gradient of size ``weight`` per point, whatever the units).
     image_shape : ``(C, H, W)``, optional
-        The rows are flattened images of this shape: with ``max_shift > 0`` the pool's last
-        quarter is shifted training images instead of uniform points (:func:`build_pool`).
+        The rows are flattened images of this shape: with ``max_shift > 0`` the pool's far
+        points are shifted training images instead of uniform points, in the shares of
+        ``POOL_SHARES["shifted"]`` (:func:`build_pool`).
     max_shift : int
         Largest shift in pixels along each axis (0: uniform points).
     """
