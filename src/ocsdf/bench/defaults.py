@@ -32,7 +32,7 @@ from sklearn.metrics import roc_auc_score
 from ..core.runtime import torch_device, torch_threads
 from ..data import load_adbench
 from ..estimator import OCSDF
-from .harness import command_line, rows_steps, rows_width, split_indices, study, timed
+from .harness import command_line, rows_value, split_indices, study, timed
 
 __all__ = [
     "DEFAULT_CONFIGS",
@@ -92,9 +92,9 @@ def config_name(params: dict) -> str:
     if "name" in params:
         return str(params["name"])
     est = OCSDF()
-    width = rows_width(params.get("width", est.width))
+    width = rows_value("width", params.get("width", est.width))
     depth = params.get("depth", est.depth)
-    steps = rows_steps(params.get("n_steps", est.n_steps))
+    steps = rows_value("n_steps", params.get("n_steps", est.n_steps))
     name = f"{width}x{depth}-s{steps}"
     defaults = {"warmup_steps": steps // 10, "margin": "auto"}
     for suffix, key, kind in _SUFFIXES:
@@ -135,7 +135,8 @@ def parse_config(name: str) -> dict:
 def _scale_steps(params: dict, steps_scale: float) -> dict:
     params = dict(params)
     if steps_scale != 1.0:
-        n_steps = max(1, int(round(rows_steps(params.get("n_steps", "auto")) * steps_scale)))
+        steps = rows_value("n_steps", params.get("n_steps", "auto"))
+        n_steps = max(1, int(round(steps * steps_scale)))
         params["n_steps"] = n_steps
         params["warmup_steps"] = n_steps // 10
     return params
@@ -233,9 +234,9 @@ def defaults_study(
                 rows.append({
                     "dataset": dataset,
                     "config": name,
-                    "width": rows_width(est.width),
+                    "width": rows_value("width", est.width),
                     "depth": est.depth,
-                    "n_steps": rows_steps(est.n_steps),
+                    "n_steps": rows_value("n_steps", est.n_steps),
                     "margin": str(est.margin),
                     "margin_": float(np.mean([r["margin_"] for r in runs[name]])),
                     "auroc": float(aurocs.mean()),

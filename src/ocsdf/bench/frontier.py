@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import ADBENCH_FILES, TOY_DATASETS, load_adbench, oc_split
-from .harness import command_line, rows_width, study, timed
+from .harness import command_line, rows_value, study, timed
 from .report import write_table
 
 __all__ = ["DEFAULT_SIZES", "crossover", "frontier_study", "plot", "rate_crossovers", "register",
@@ -499,8 +499,8 @@ def _notes(rows: list[dict], facts: dict, args: argparse.Namespace, wall_s: floa
         "",
         _noise_text(ours, facts),
         "",
-        f"OCSDF: default estimator ({rows_width('auto')} x 3, GroupSort2) with **{args.steps} "
-        "training steps** "
+        f"OCSDF: default estimator ({rows_value('width', 'auto')} x 3, GroupSort2) with "
+        f"**{args.steps} training steps** "
         f"(fixed, so its fit time does not grow with n_train beyond reading the rows), one fit "
         f"per size; scored through the exported float32 graph, the deployed path "
         f"({facts.get('ocsdf_path', 'n/a')}).",

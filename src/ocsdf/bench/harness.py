@@ -26,8 +26,8 @@ from typing import Any, TypeVar
 from ..core.runtime import torch_device, torch_threads
 from ..data import split_indices, subsample_indices
 
-__all__ = ["Study", "command_line", "device_note", "resolve_jobs", "rows_steps", "rows_value",
-           "rows_width", "run_jobs", "split_indices", "study", "subsample_indices", "timed"]
+__all__ = ["Study", "command_line", "device_note", "resolve_jobs", "rows_value", "run_jobs",
+           "split_indices", "study", "subsample_indices", "timed"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -42,16 +42,6 @@ def rows_value(name: str, value):
     from ..estimator import AUTO_BY_KIND, resolve_auto
 
     return resolve_auto(value, AUTO_BY_KIND[name])
-
-
-def rows_steps(n_steps) -> int:
-    """``n_steps`` of a tabular fit (``"auto"``: 1000)."""
-    return rows_value("n_steps", n_steps)
-
-
-def rows_width(width) -> int:
-    """``width`` of a tabular fit (``"auto"``: 64)."""
-    return rows_value("width", width)
 
 
 # ----------------------------------------------------------------------------- one study

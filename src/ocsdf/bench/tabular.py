@@ -56,9 +56,7 @@ from ..estimator import OCSDF, fit_many
 from .harness import (
     command_line,
     resolve_jobs,
-    rows_steps,
     rows_value,
-    rows_width,
     run_jobs,
     split_indices,
     study,
@@ -321,10 +319,10 @@ def tabular_benchmark(
         params.setdefault("n_steps", int(n_steps))
         params.setdefault("warmup_steps", int(n_steps) // 10)
     defaults = OCSDF()
-    steps_used = rows_steps(params.get("n_steps", defaults.n_steps))
+    steps_used = rows_value("n_steps", params.get("n_steps", defaults.n_steps))
 
     meta: dict = {"seeds": seed_list, "n_steps": steps_used,
-                  "width": rows_width(params.get("width", defaults.width)),
+                  "width": rows_value("width", params.get("width", defaults.width)),
                   "depth": int(params.get("depth", defaults.depth)),
                   "margins": [_margin_label(m) for m in margins], "baselines": baselines,
                   "batched": bool(batched), "device": str(params["device"]),
@@ -910,7 +908,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="comma-separated OCSDF margins, 'auto' = label-free rule "
                    "(default: %(default)s)")
     p.add_argument("--steps", type=int, default=None,
-                   help=f"OCSDF n_steps (default: OCSDF's for rows, {rows_steps('auto')})")
+                   help="OCSDF n_steps (default: OCSDF's for rows, "
+                        f"{rows_value('n_steps', 'auto')})")
     p.add_argument("--baselines", default=",".join(DEFAULT_BASELINES),
                    help="comma-separated PyOD baselines (default: %(default)s)")
     p.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS,

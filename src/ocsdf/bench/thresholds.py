@@ -32,7 +32,7 @@ from sklearn.utils import check_random_state
 from ..core.runtime import torch_device
 from ..data import ADBENCH_FILES, oc_split
 from ..estimator import OCSDF, conformal_threshold
-from .harness import Study, command_line, rows_steps, study, timed
+from .harness import Study, command_line, rows_value, study, timed
 from .report import write_table
 
 __all__ = [
@@ -436,7 +436,7 @@ def run(args: argparse.Namespace) -> int:
     with study(args) as run_:  # the device first; --threads for the run and the machine line
         if args.seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
-        steps = args.steps if args.steps is not None else rows_steps(OCSDF().n_steps)
+        steps = args.steps if args.steps is not None else rows_value("n_steps", OCSDF().n_steps)
         device_text = run_.device_note(", trained and scored")
         if getattr(args, "default_threshold", False):
             runs = []
