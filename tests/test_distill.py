@@ -83,7 +83,7 @@ def test_supervised_fit_is_lipschitz_and_closer_to_the_distance():
     common = dict(n_steps=300, width=32, depth=2, random_state=0, bias_lr_factor=5,
                   learning_rate=3e-3)
     plain = OCSDF(**common).fit(X)
-    sup = OCSDF(**common, distance_weight=20.0).fit(X)
+    sup = OCSDF(**common, distance_weight=50.0).fit(X)
     for model in (plain, sup):
         assert lipschitz_bound(model.net_) <= 1 + 1e-5
         assert model.lipschitz_ <= 1 + 1e-5
@@ -98,7 +98,8 @@ def test_supervised_fit_is_lipschitz_and_closer_to_the_distance():
     X_test = z * sup.scale_ + sup.mean_
     err_plain = np.abs(plain.score_samples(X_test) - (plain.margin_ - d1)).mean()
     err_sup = np.abs(sup.score_samples(X_test) - (sup.margin_ - d1)).mean()
-    # measured (CPU, torch 2.13): 0.61 against 1.03 standardised units
+    # measured (CPU, torch 2.13): 0.52 against 0.86 standardised units (0.49 / 1.09 and
+    # 0.43 / 1.02 with random_state 1 and 2)
     assert err_sup < 0.75 * err_plain, (err_sup, err_plain)
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from ocsdf.core.loss import hkr_loss, hkr_loss_and_grad
 from ocsdf.core.nn import (
     FullSort,
     GroupSort2,
@@ -19,6 +20,7 @@ from ocsdf.core.nn import (
     inverse_identity_plus,
     lipschitz_bound,
     make_mlp,
+    refine_inverse,
 )
 
 
@@ -209,3 +211,79 @@ def test_value_and_grad_by_hand_matches_autograd():
         assert float(g2.norm(dim=-1).max()) <= 1 + 1e-5  # 1-Lipschitz networks
     with pytest.raises(NotImplementedError, match="GroupSort2"):
         LipschitzMLP(5, [8], activation="fullsort").value_and_grad_with(w[:1], x)
+
+
+def _with_random_biases(net: LipschitzMLP, seed: int) -> LipschitzMLP:
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for b in net.biases():
+            b.copy_(torch.randn(b.shape, generator=gen))
+    return net
+
+
+def test_refine_inverse_from_a_warm_start_and_its_fallbacks():
+    """Newton–Schulz refinement from the inverse of a nearby matrix gives the exact inverse
+    to float32 rounding; no, a far or a mis-shaped warm start gives inverse_identity_plus."""
+    gen = torch.Generator().manual_seed(0)
+    p = torch.randn(3, 2, 32, 32, generator=gen) / math.sqrt(32)
+    upper = p.triu(1)
+    a = upper - upper.transpose(-1, -2)
+    exact = torch.linalg.inv(torch.eye(32, dtype=torch.float64) + a.double())
+    step = 1e-3 * torch.randn(3, 2, 32, 32, generator=gen)  # one optimiser update of P
+    moved = (upper + step.triu(1)) - (upper + step.triu(1)).transpose(-1, -2)
+    warm = inverse_identity_plus(moved)
+    refined = refine_inverse(a, warm)
+    assert refined.shape == a.shape
+    assert float((refined.double() - exact).abs().max()) < 2e-6
+    assert float((warm.double() - exact).abs().max()) > 1e-3  # the warm start was not it
+    for bad in (None, torch.zeros_like(a), warm[:1], torch.full_like(a, float("nan"))):
+        assert torch.equal(refine_inverse(a, bad), inverse_identity_plus(a))
+
+
+@pytest.mark.parametrize("in_features,hidden,n_models", [(5, [16, 16, 16], 3), (16, [16, 16], 1),
+                                                         (3, [8, 12, 12], 2)])
+def test_hand_written_training_step_matches_autograd(in_features, hidden, n_models):
+    """weights_tape / forward_tape / backward_tape give the weights, scores and parameter
+    gradients of autograd through weights() and forward_with (HKR loss), from a cold and from
+    a warm start of the inverses; with n_param_rows, the gradients of the first rows and grad f
+    at the others (what a fused Newton pass uses)."""
+    net = _with_random_biases(LipschitzMLP(in_features, hidden, n_models=n_models,
+                                           seeds=list(range(n_models))), 1)
+    assert net.supports_tape()
+    gen = torch.Generator().manual_seed(2)
+    x = 2.0 * torch.randn(n_models, 60, in_features, generator=gen)
+    margin = torch.linspace(0.05, 0.3, n_models)
+    ws_cold, inv = net.weights_tape()
+    with torch.no_grad():  # move the parameters by one small update: the next call is warm
+        for p in net.parameters():
+            p.add_(1e-3 * torch.randn(p.shape, generator=gen))
+    ws, inv = net.weights_tape(inv)
+    net.zero_grad()
+    weights = net.weights()
+    for w_tape, w in zip(ws, weights):
+        torch.testing.assert_close(w_tape, w.detach(), rtol=0, atol=2e-6)
+    scores = net.forward_with(weights, x[:, :40])
+    hkr_loss(scores[:, :20], scores[:, 20:], margin, 100.0).sum().backward()
+    expected = [p.grad.clone() for p in net.parameters()]
+
+    f, tape = net.forward_tape(ws, x)
+    loss, grad_scores = hkr_loss_and_grad(f[:, :20], f[:, 20:40], margin, 100.0)
+    torch.testing.assert_close(loss, hkr_loss(scores[:, :20], scores[:, 20:], margin, 100.0)
+                               .detach(), rtol=1e-5, atol=1e-5)
+    seed = torch.cat((grad_scores, torch.ones(n_models, 20)), dim=1)
+    grads, grad_in = net.backward_tape(ws, inv, tape, seed, n_param_rows=40)
+    assert len(grads) == len(expected)
+    for g, e in zip(grads, expected):
+        assert g.shape == e.shape
+        torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4 * float(e.abs().max()))
+    _, grad_f = net.value_and_grad_with([w.detach() for w in weights], x[:, 40:])
+    torch.testing.assert_close(grad_in, grad_f, rtol=1e-4, atol=1e-5)
+    all_rows, none = net.backward_tape(ws, inv, tape, torch.ones(n_models, 60))
+    assert none is None and len(all_rows) == len(expected)
+
+
+def test_hand_written_step_is_refused_where_it_does_not_apply():
+    for net in (LipschitzMLP(20, [8, 8]), LipschitzMLP(4, [8], activation="fullsort")):
+        assert not net.supports_tape()
+        with pytest.raises(NotImplementedError):
+            net.weights_tape()

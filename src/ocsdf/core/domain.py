@@ -111,11 +111,19 @@ class WithBalls:
             raise ValueError(f"radius must be > 0, got {self.radius}")
         object.__setattr__(self, "centres", c)
         object.__setattr__(self, "radius", float(self.radius))
+        object.__setattr__(self, "_tensors", {})  # centres as tensors, by (dtype, device)
+
+    def _centres(self, z: torch.Tensor) -> torch.Tensor:
+        """The centres in ``z``'s dtype and device, ``(k, d)`` (converted once)."""
+        key = (z.dtype, z.device)
+        if key not in self._tensors:
+            self._tensors[key] = torch.as_tensor(self.centres, dtype=z.dtype, device=z.device)
+        return self._tensors[key]
 
     def _blocks(self, z: torch.Tensor):
-        for start in range(0, len(self.centres), _BALL_BLOCK):
-            yield torch.as_tensor(self.centres[start:start + _BALL_BLOCK], dtype=z.dtype,
-                                  device=z.device)
+        centres = self._centres(z)
+        for start in range(0, len(centres), _BALL_BLOCK):
+            yield centres[start:start + _BALL_BLOCK]
 
     def _nearest(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Distance from each row of ``z`` ``(n, d)`` to its nearest centre and that centre's
@@ -144,14 +152,20 @@ class WithBalls:
         p = self.base.project(z)
         if len(self.centres) == 0 or len(z) == 0:
             return p
-        dist, idx = self._nearest(z)
-        c = torch.as_tensor(self.centres, dtype=z.dtype, device=z.device)[idx]
+        # a row inside base is its own projection (no ball is nearer than 0): only the rows
+        # that base moved can be nearer to a ball
+        moved = torch.nonzero((p != z).any(dim=-1)).squeeze(1)
+        if len(moved) == 0:
+            return p
+        zm, pm = z[moved], p[moved]
+        dist, idx = self._nearest(zm)
+        c = self._centres(zm)[idx]
         tiny = torch.finfo(z.dtype).tiny
         shrink = (self.radius / dist.clamp_min(tiny)).clamp(max=1.0).unsqueeze(-1)
-        q = c + (z - c) * shrink
+        q = c + (zm - c) * shrink
         to_ball = (dist - self.radius).clamp_min(0.0)
-        use_ball = (to_ball < (z - p).norm(dim=-1)).unsqueeze(-1)
-        return torch.where(use_ball, q, p)
+        use_ball = (to_ball < (zm - pm).norm(dim=-1)).unsqueeze(-1)
+        return p.index_put((moved,), torch.where(use_ball, q, pm))
 
     def distance_outside(self, z: torch.Tensor) -> torch.Tensor:
         """l2 distance from each row of ``z`` to B, 0 inside; shape ``(n,)``. 1-Lipschitz."""

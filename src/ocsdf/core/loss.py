@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["hkr_loss"]
+__all__ = ["hkr_loss", "hkr_loss_and_grad"]
 
 
 def hkr_loss(scores_pos: torch.Tensor, scores_neg: torch.Tensor,
@@ -31,3 +31,23 @@ def hkr_loss(scores_pos: torch.Tensor, scores_neg: torch.Tensor,
     pos = lam * torch.relu(m - scores_pos) - scores_pos
     neg = lam * torch.relu(m + scores_neg) + scores_neg
     return pos.mean(dim=-1) + neg.mean(dim=-1)
+
+
+def hkr_loss_and_grad(scores_pos: torch.Tensor, scores_neg: torch.Tensor,
+                      margin: torch.Tensor, lam: float = 100.0
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`hkr_loss` and its derivative w.r.t. the scores, without autograd.
+
+    ``scores_pos`` ``(M, n_pos)``, ``scores_neg`` ``(M, n_neg)``, ``margin`` ``(M,)``. Returns
+    the loss of each model ``(M,)`` and ``dL/d[scores_pos, scores_neg]`` ``(M, n_pos + n_neg)``:
+    ``(-lam [m - f > 0] - 1) / n_pos`` on positives, ``(lam [m + f > 0] + 1) / n_neg`` on
+    negatives (the hinge's derivative at its kink is 0, as autograd's ``relu``).
+    """
+    m = margin.to(scores_pos.dtype).unsqueeze(-1)
+    hinge_pos = torch.relu(m - scores_pos)
+    hinge_neg = torch.relu(m + scores_neg)
+    loss = (lam * hinge_pos - scores_pos).mean(dim=-1) + (lam * hinge_neg + scores_neg).mean(dim=-1)
+    grad = torch.cat((((hinge_pos > 0).to(scores_pos.dtype) * -lam - 1.0) / scores_pos.shape[-1],
+                      ((hinge_neg > 0).to(scores_neg.dtype) * lam + 1.0) / scores_neg.shape[-1]),
+                     dim=-1)
+    return loss, grad

@@ -8,7 +8,7 @@ import torch
 
 from .domain import Domain
 
-__all__ = ["newton_raphson_negatives"]
+__all__ = ["negative_starts", "newton_raphson_negatives", "newton_step"]
 
 
 def newton_raphson_negatives(
@@ -62,13 +62,8 @@ def newton_raphson_negatives(
     """
     single = isinstance(generator, torch.Generator)
     gens = [generator] if single else list(generator)
-    z = torch.stack([domain.sample(n, d, g, device) for g in gens]).to(dtype)
+    z, eta = negative_starts(domain, n, d, n_steps, gens, device, dtype, eta)
     if n_steps > 0:
-        eta = (torch.full((len(gens), n, 1), float(eta), dtype=dtype, device=device)
-               if eta is not None else
-               torch.stack([torch.rand(n, 1, generator=g, device=device) for g in gens]
-                           ).to(dtype)) / n_steps
-        target = torch.as_tensor(margin, dtype=dtype, device=device).reshape(-1, 1)
         fm = (lambda x: f(x[0]).unsqueeze(0)) if single else f
         for _ in range(n_steps):
             if value_and_grad is not None:
@@ -80,8 +75,35 @@ def newton_raphson_negatives(
                 with torch.enable_grad():
                     y = fm(z)
                     (grad,) = torch.autograd.grad(y.sum(), z)
-            with torch.no_grad():
-                scale = (y + target) / (grad.pow(2).sum(-1) + 1e-12)
-                z = domain.project(z - eta * scale.unsqueeze(-1) * grad)
+            z = newton_step(domain, z, y, grad, eta, margin)
     z = z.detach()
     return z[0] if single else z
+
+
+def negative_starts(domain: Domain, n: int, d: int, n_steps: int,
+                    generators: Sequence[torch.Generator], device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32, eta: float | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The random part of Algorithm 1: starts ``z0 ~ U(B)`` ``(M, n, d)`` and step sizes
+    ``eta / T`` ``(M, n, 1)`` (None when ``n_steps = 0``), model ``i`` drawing its starts, then
+    its step sizes, from ``generators[i]``. ``eta``: a fixed step size instead of
+    ``U[0, 1]``."""
+    z = torch.stack([domain.sample(n, d, g, device) for g in generators]).to(dtype)
+    if n_steps <= 0:
+        return z, None
+    steps = (torch.full((len(generators), n, 1), float(eta), dtype=dtype, device=device)
+             if eta is not None else
+             torch.stack([torch.rand(n, 1, generator=g, device=device) for g in generators]
+                         ).to(dtype))
+    return z, steps / n_steps
+
+
+def newton_step(domain: Domain, z: torch.Tensor, y: torch.Tensor, grad: torch.Tensor,
+                eta: torch.Tensor, margin: float | torch.Tensor) -> torch.Tensor:
+    """One step of Algorithm 1 from ``f(z)`` ``y`` ``(M, n)`` and ``grad f(z)`` ``(M, n, d)``:
+    ``proj_B(z - eta * grad / ||grad||^2 * (f(z) + m))``, ``eta`` ``(M, n, 1)`` (already over
+    ``T``), ``margin`` per model. Detached."""
+    with torch.no_grad():
+        target = torch.as_tensor(margin, dtype=z.dtype, device=z.device).reshape(-1, 1)
+        scale = (y + target) / (grad.pow(2).sum(-1) + 1e-12)
+        return domain.project(z - eta * scale.unsqueeze(-1) * grad)
