@@ -311,22 +311,27 @@ def test_linear_schedule_goes_from_the_rate_to_a_thousandth():
     assert total[1] < 0.9 * total[0]
 
 
-def test_our_rmsprop_is_torchs_bit_for_bit():
+@pytest.mark.parametrize("flat", [False, True])
+def test_our_rmsprop_is_torchs_bit_for_bit(flat):
     """The hand-written RMSprop (no torch._dynamo import) makes torch.optim.RMSprop's updates
-    exactly, with two parameter groups at different rates."""
+    exactly, with two parameter groups at different rates, with and without moving the
+    parameters into one flat buffer per group."""
     from ocsdf.core.training import RMSprop
 
     gen = torch.Generator().manual_seed(0)
     ours = [torch.randn(5, 5, generator=gen).requires_grad_(), torch.randn(3, generator=gen)
-            .requires_grad_()]
+            .requires_grad_(), torch.randn(2, 4, generator=gen).requires_grad_()]
     theirs = [p.detach().clone().requires_grad_() for p in ours]
-    opts = (RMSprop([{"params": [ours[0]], "lr": 1e-3}, {"params": [ours[1]], "lr": 1e-2}]),
-            torch.optim.RMSprop([{"params": [theirs[0]], "lr": 1e-3},
+    opts = (RMSprop([{"params": ours[::2], "lr": 1e-3}, {"params": [ours[1]], "lr": 1e-2}],
+                    flat=flat),
+            torch.optim.RMSprop([{"params": theirs[::2], "lr": 1e-3},
                                  {"params": [theirs[1]], "lr": 1e-2}]))
     for _ in range(20):
         for params, opt in zip((ours, theirs), opts):
             opt.zero_grad()
-            ((params[0] ** 3).sum() + params[1].sin().sum()).backward()
+            ((params[0] ** 3).sum() + params[1].sin().sum() + params[2].exp().sum()).backward()
             opt.step()
     for a, b in zip(ours, theirs):
         assert torch.equal(a, b)
+    shared = {p.untyped_storage().data_ptr() for p in ours}
+    assert len(shared) == (2 if flat else 3)  # a flat buffer per group holds its parameters

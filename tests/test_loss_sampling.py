@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ocsdf.core.domain import Ball, Box
-from ocsdf.core.loss import hkr_loss
+from ocsdf.core.loss import hkr_loss, hkr_loss_and_grad
 from ocsdf.core.sampling import newton_raphson_negatives
 
 
@@ -18,6 +18,23 @@ def test_hkr_loss_matches_formula():
     neg = [lam * max(0.0, m + v) + v for v in (-1.0, 0.02)]
     expected = sum(pos) / 2 + sum(neg) / 2
     assert float(hkr_loss(fp, fn, m, lam)) == pytest.approx(expected)
+
+
+def test_hkr_loss_and_grad_by_hand_is_autograds():
+    """The hand-written loss and derivative equal hkr_loss and its autograd gradient per model
+    (margin per model, scores on both sides of each hinge), and extra rows get derivative 1."""
+    gen = torch.Generator().manual_seed(0)
+    scores = 0.2 * torch.randn(3, 17, generator=gen)  # 6 positives, 5 negatives, 6 extra
+    margin = torch.tensor([0.01, 0.1, 0.3])
+    loss, grad = hkr_loss_and_grad(scores, 6, 5, margin, 50.0)
+    s = scores[:, :11].clone().requires_grad_(True)
+    expected = hkr_loss(s[:, :6], s[:, 6:], margin, 50.0)
+    expected.sum().backward()
+    torch.testing.assert_close(loss, expected.detach())
+    torch.testing.assert_close(grad[:, :11], s.grad)
+    assert torch.equal(grad[:, 11:], torch.ones(3, 6))
+    hinged = (margin[:, None] - s[:, :6] > 0).sum() + (margin[:, None] + s[:, 6:] > 0).sum()
+    assert 0 < int(hinged) < 33  # both sides of the hinges are exercised
 
 
 def test_hkr_loss_per_model_uses_each_models_margin():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 __all__ = ["hkr_loss", "hkr_loss_and_grad"]
@@ -33,21 +35,35 @@ def hkr_loss(scores_pos: torch.Tensor, scores_neg: torch.Tensor,
     return pos.mean(dim=-1) + neg.mean(dim=-1)
 
 
-def hkr_loss_and_grad(scores_pos: torch.Tensor, scores_neg: torch.Tensor,
-                      margin: torch.Tensor, lam: float = 100.0
-                      ) -> tuple[torch.Tensor, torch.Tensor]:
+def hkr_loss_and_grad(scores: torch.Tensor, n_pos: int, n_neg: int, margin: torch.Tensor,
+                      lam: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
     """:func:`hkr_loss` and its derivative w.r.t. the scores, without autograd.
 
-    ``scores_pos`` ``(M, n_pos)``, ``scores_neg`` ``(M, n_neg)``, ``margin`` ``(M,)``. Returns
-    the loss of each model ``(M,)`` and ``dL/d[scores_pos, scores_neg]`` ``(M, n_pos + n_neg)``:
+    ``scores`` ``(M, n)``: ``n_pos`` positives, then ``n_neg`` negatives, then any extra rows
+    (points whose input gradient is wanted from the same backward pass; not in the loss).
+    ``margin`` ``(M,)``. Returns the loss of each model ``(M,)`` and ``dL/dscores`` ``(M, n)``:
     ``(-lam [m - f > 0] - 1) / n_pos`` on positives, ``(lam [m + f > 0] + 1) / n_neg`` on
-    negatives (the hinge's derivative at its kink is 0, as autograd's ``relu``).
+    negatives (the hinge's derivative at its kink is 0, as autograd's ``relu``), 1 on the
+    extra rows.
     """
-    m = margin.to(scores_pos.dtype).unsqueeze(-1)
-    hinge_pos = torch.relu(m - scores_pos)
-    hinge_neg = torch.relu(m + scores_neg)
-    loss = (lam * hinge_pos - scores_pos).mean(dim=-1) + (lam * hinge_neg + scores_neg).mean(dim=-1)
-    grad = torch.cat((((hinge_pos > 0).to(scores_pos.dtype) * -lam - 1.0) / scores_pos.shape[-1],
-                      ((hinge_neg > 0).to(scores_neg.dtype) * lam + 1.0) / scores_neg.shape[-1]),
-                     dim=-1)
+    sign, weight, slope, const = _hkr_coefficients(
+        n_pos, n_neg, scores.shape[1] - n_pos - n_neg, float(lam), scores.dtype, scores.device)
+    yf = scores * sign
+    hinge = (margin.to(scores.dtype).unsqueeze(-1) - yf).relu_()
+    loss = ((hinge * lam - yf) * weight).sum(dim=-1)
+    grad = (hinge > 0).to(scores.dtype).mul_(slope).add_(const)
     return loss, grad
+
+
+@functools.lru_cache(maxsize=32)
+def _hkr_coefficients(n_pos: int, n_neg: int, n_extra: int, lam: float, dtype: torch.dtype,
+                      device: torch.device) -> tuple[torch.Tensor, ...]:
+    """Per-row constants of :func:`hkr_loss_and_grad`, each ``(1, n)``: the label ``y``, the
+    averaging weight ``w`` (0 on extra rows), and ``slope = -lam y w``, ``const = -y w`` (1 on
+    extra rows), so that ``dL/df = slope * [hinge > 0] + const``."""
+    def rows(pos: float, neg: float, extra: float) -> torch.Tensor:
+        return torch.tensor([pos] * n_pos + [neg] * n_neg + [extra] * n_extra,
+                            dtype=dtype, device=device).unsqueeze(0)
+
+    return (rows(1.0, -1.0, 0.0), rows(1.0 / n_pos, 1.0 / n_neg, 0.0),
+            rows(-lam / n_pos, lam / n_neg, 0.0), rows(-1.0 / n_pos, 1.0 / n_neg, 1.0))

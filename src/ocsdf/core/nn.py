@@ -165,11 +165,12 @@ def refine_inverse(a: torch.Tensor, warm: torch.Tensor | None) -> torch.Tensor:
     step, whose ``a`` differed by one optimiser update), by Newton–Schulz refinement.
 
     Each refinement ``X <- X + X E`` with the residual ``E = I - (I + a) X`` squares the
-    residual (``E' = E^2``), at the cost of two matrix products. Refines until the residual's
-    Frobenius norm (an upper bound of its spectral norm), squared, is at most 1e-6 for every
-    matrix of the batch, at most 3 times; when ``warm`` is None, of another shape, too far
-    (residual norm >= 1/2) or not converged, or the matrices larger than 96 x 96 (where the
-    exact inverse is cheaper), returns :func:`inverse_identity_plus` (exact).
+    residual (``E' = E^2``), at the cost of two matrix products. Refines at least twice, then
+    until the residual's Frobenius norm (an upper bound of its spectral norm), squared, is at
+    most 1e-6 for every matrix of the batch, at most 3 times; when ``warm`` is None, of
+    another shape, too far (residual norm >= 1/2) or not converged, or the matrices larger
+    than 96 x 96 (where the exact inverse is cheaper), returns :func:`inverse_identity_plus`
+    (exact).
     A training step's update moves the residual to about 1e-2, so two refinements (four matrix
     products) replace one LU inverse: on one CPU thread, 64 x 64, 30 against 80 us.
     The result is as accurate as an LU inverse in float32; what is certified is always computed
@@ -178,15 +179,17 @@ def refine_inverse(a: torch.Tensor, warm: torch.Tensor | None) -> torch.Tensor:
     n = a.shape[-1]
     if warm is None or warm.shape != a.shape or n > _REFINE_MAX_SIZE:
         return inverse_identity_plus(a)
-    a3, x = a.reshape(-1, n, n), warm.reshape(-1, n, n)
-    eye = torch.eye(n, dtype=a.dtype, device=a.device)
-    for _ in range(_REFINE_MAX_ITER):
-        e = torch.baddbmm(eye - x, a3, x, alpha=-1.0)  # I - (I + a) X
-        err = float(torch.linalg.matrix_norm(e).max())
-        if not err < 0.5:  # also catches NaN
-            break
+    m = a.reshape(-1, n, n) + torch.eye(n, dtype=a.dtype, device=a.device)
+    eye = torch.eye(n, dtype=a.dtype, device=a.device).expand_as(m)
+    x = warm.reshape(-1, n, n)
+    for it in range(_REFINE_MAX_ITER):
+        e = torch.baddbmm(eye, m, x, alpha=-1.0)  # I - (I + a) X
+        if it > 0:  # the first residual is not checked: a bad one shows in the second
+            err = float(torch.linalg.matrix_norm(e).max())
+            if not err < 0.5:  # also catches NaN
+                break
         x = torch.baddbmm(x, x, e)  # X + X E
-        if err * err <= _REFINE_TOL:
+        if it > 0 and err * err <= _REFINE_TOL:
             return x.reshape(a.shape)
     return inverse_identity_plus(a)
 
@@ -403,12 +406,17 @@ class LipschitzMLP(nn.Module):
         (``in > out``, whose Cayley map is the thin closed form)."""
         return self.activation == "groupsort2" and all(b >= a for a, b in self.layer_sizes)
 
-    def _tape_groups(self) -> dict[int, list[int]]:
-        """Dense layers by the size ``n`` of their Cayley parameter (usually one group)."""
-        groups: dict[int, list[int]] = {}
-        for li, (a, b) in enumerate(self.layer_sizes):
-            groups.setdefault(max(a, b), []).append(li)
-        return groups
+    def _tape_layout(self, refresh: bool = False) -> tuple:
+        """``(dense params, dense biases, parameters in order, layers by Cayley size n)``,
+        looked up once per training run (``refresh``: at a cold :meth:`weights_tape`) instead of
+        at every step."""
+        if refresh or getattr(self, "_layout", None) is None:
+            groups: dict[int, list[int]] = {}
+            for li, (a, b) in enumerate(self.layer_sizes):
+                groups.setdefault(max(a, b), []).append(li)
+            self._layout = (tuple(self.dense_params), tuple(self.dense_biases),
+                            tuple(self.parameters()), groups)
+        return self._layout
 
     def weights_tape(self, warm: dict | None = None) -> tuple[list[torch.Tensor], dict]:
         """The weights of :meth:`weights` without autograd, and the Cayley inverses
@@ -427,8 +435,9 @@ class LipschitzMLP(nn.Module):
         ws: list[torch.Tensor] = [None] * len(self.layer_sizes)  # type: ignore[list-item]
         inverses: dict[int, torch.Tensor] = {}
         with torch.no_grad():
-            for n, layers in self._tape_groups().items():
-                upper = torch.stack([self.dense_params[li] for li in layers]).triu(1)
+            dense, _, _, groups = self._tape_layout(refresh=warm is None)
+            for n, layers in groups.items():
+                upper = torch.stack([dense[li] for li in layers]).triu(1)
                 r = refine_inverse(upper - upper.transpose(-1, -2),
                                    None if warm is None else warm.get(n))  # (G, M, n, n)
                 q = 2.0 * r
@@ -497,19 +506,20 @@ class LipschitzMLP(nn.Module):
             grads = {id(self.head_bias): grad_out[:, :rows].sum(1, keepdim=True),
                      id(self.head_param): (g_head - head * (g_head * head).sum(-1, keepdim=True))
                      / self.head_param.norm(dim=-1, keepdim=True)}
-            for li, bias in enumerate(self.dense_biases):
+            dense, biases, params, groups = self._tape_layout()
+            for li, bias in enumerate(biases):
                 grads[id(bias)] = g_bs[li]
-            for n, layers in self._tape_groups().items():
-                g_q = torch.stack([  # dL/dQ of the full n x n Cayley transform
-                    nn.functional.pad(g_ws[li], (0, n - self.layer_sizes[li][0],
-                                                 0, n - self.layer_sizes[li][1]))
-                    for li in layers])
+            for n, layers in groups.items():
+                g_q = [g_ws[li] for li in layers]  # dL/dQ of the full n x n Cayley transform
+                if any(g.shape[-2:] != (n, n) for g in g_q):
+                    g_q = [nn.functional.pad(g, (0, n - g.shape[-1], 0, n - g.shape[-2]))
+                           for g in g_q]
                 rt = inverses[n].transpose(-1, -2)
-                g_skew = (rt @ g_q @ rt).mul_(-2.0)
+                g_skew = (rt @ torch.stack(g_q) @ rt).mul_(-2.0)
                 g_param = (g_skew - g_skew.transpose(-1, -2)).triu_(1)
                 for g, li in enumerate(layers):
-                    grads[id(self.dense_params[li])] = g_param[g]
-        return [grads[id(p)] for p in self.parameters()], g_in
+                    grads[id(dense[li])] = g_param[g]
+        return [grads[id(p)] for p in params], g_in
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with(self.weights(), x)

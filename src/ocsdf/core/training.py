@@ -127,21 +127,36 @@ class RMSprop:
 
     Written here because the first use of any ``torch.optim`` optimiser in a process imports
     ``torch._dynamo`` (about 1.2 s on the 2-core CI machine), which was most of a default fit;
-    the update itself is five ``torch._foreach_*`` calls per parameter group.
+    the update itself is a few whole-group operations on one flat running average.
 
     ``param_groups``: list of dicts with ``params`` and ``lr`` (changed in place by schedules).
+    ``flat=True``: the parameters of each group (one dtype and device) are moved into one flat
+    buffer, each parameter becoming a view of it (same values, same Parameter objects), so
+    that the update is one operation per group instead of one per parameter (what the trainer
+    uses).
     """
 
     alpha = 0.99
     eps = 1e-8
 
-    def __init__(self, groups: list[dict]) -> None:
+    def __init__(self, groups: list[dict], flat: bool = False) -> None:
         self.param_groups = [dict(g, params=list(g["params"])) for g in groups]
         # one flat running average per group (a few whole-group operations per step instead
         # of a few per parameter: torch's CPU foreach kernels loop over the tensors)
         self._square_avg = [torch.zeros(sum(p.numel() for p in g["params"]),
                                         dtype=g["params"][0].dtype, device=g["params"][0].device)
                             if g["params"] else None for g in self.param_groups]
+        self._flat: list[torch.Tensor | None] = [None] * len(self.param_groups)
+        if flat:
+            for i, group in enumerate(self.param_groups):
+                params = group["params"]
+                if not params or len({(p.dtype, p.device) for p in params}) != 1:
+                    continue
+                with torch.no_grad():
+                    buffer = torch.cat([p.detach().reshape(-1) for p in params])
+                    for p, view in zip(params, buffer.split([p.numel() for p in params])):
+                        p.data = view.view_as(p)
+                self._flat[i] = buffer
 
     def zero_grad(self) -> None:
         for group in self.param_groups:
@@ -150,7 +165,7 @@ class RMSprop:
 
     @torch.no_grad()
     def step(self) -> None:
-        for group, square in zip(self.param_groups, self._square_avg):
+        for group, square, flat in zip(self.param_groups, self._square_avg, self._flat):
             params = group["params"]
             if not params or any(p.grad is None for p in params):
                 if any(p.grad is not None for p in params):
@@ -159,10 +174,16 @@ class RMSprop:
                 continue
             grad = torch.cat([p.grad.reshape(-1) for p in params])
             square.mul_(self.alpha).addcmul_(grad, grad, value=1 - self.alpha)
-            denom = square.sqrt().add_(self.eps).split([p.numel() for p in params])
+            denom = square.sqrt().add_(self.eps)
+            if flat is not None:
+                flat.addcdiv_(grad, denom, value=-group["lr"])
+                continue
             torch._foreach_addcdiv_(params, [p.grad for p in params],
-                                    [t.view_as(p) for t, p in zip(denom, params)],
+                                    [t.view_as(p) for t, p in
+                                     zip(denom.split([p.numel() for p in params]), params)],
                                     value=-group["lr"])
+
+
 def _optimizer(name: str, model, lr: float, bias_factor: float):
     """The optimiser over ``model``'s parameters, the biases (``model.biases()``, when the
     network lists them) in their own group at ``lr * bias_factor``."""
@@ -173,7 +194,7 @@ def _optimizer(name: str, model, lr: float, bias_factor: float):
         groups.append({"params": [p for p in params if id(p) in biases],
                        "lr": lr * bias_factor})
     if name == "rmsprop":
-        opt = RMSprop(groups)
+        opt = RMSprop(groups, flat=True)
     elif name == "adam":
         opt = torch.optim.Adam(groups, lr=lr)
     else:
@@ -370,10 +391,8 @@ def train(
                     weights, inverses = model.weights_tape(inverses)
                 scores, tape = model.forward_tape(weights, batch)
                 f_pos, f_neg = scores[:, :bs], scores[:, bs:2 * bs]
-                losses, grad_scores = hkr_loss_and_grad(f_pos, f_neg, margin_t, config.lam)
-                if starts is not None:  # seed 1 on the starts: their input gradient is grad f
-                    grad_scores = torch.cat((grad_scores, torch.ones_like(scores[:, 2 * bs:])),
-                                            dim=1)
+                # derivative 1 on the starts: their input gradient is grad f
+                losses, grad_scores = hkr_loss_and_grad(scores, bs, bs, margin_t, config.lam)
                 grads, grad_starts = model.backward_tape(weights, inverses, tape, grad_scores,
                                                          2 * bs)
                 for p, g in zip(params, grads):
