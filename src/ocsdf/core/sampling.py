@@ -8,7 +8,7 @@ import torch
 
 from .domain import Domain
 
-__all__ = ["negative_starts", "newton_raphson_negatives", "newton_step"]
+__all__ = ["negative_starts", "newton_raphson_negatives", "newton_step", "stack_models"]
 
 
 def newton_raphson_negatives(
@@ -88,14 +88,19 @@ def negative_starts(domain: Domain, n: int, d: int, n_steps: int,
     ``eta / T`` ``(M, n, 1)`` (None when ``n_steps = 0``), model ``i`` drawing its starts, then
     its step sizes, from ``generators[i]``. ``eta``: a fixed step size instead of
     ``U[0, 1]``."""
-    z = torch.stack([domain.sample(n, d, g, device) for g in generators]).to(dtype)
+    z = stack_models([domain.sample(n, d, g, device) for g in generators]).to(dtype)
     if n_steps <= 0:
         return z, None
     steps = (torch.full((len(generators), n, 1), float(eta), dtype=dtype, device=device)
              if eta is not None else
-             torch.stack([torch.rand(n, 1, generator=g, device=device) for g in generators]
-                         ).to(dtype))
+             stack_models([torch.rand(n, 1, generator=g, device=device) for g in generators]
+                          ).to(dtype))
     return z, steps / n_steps
+
+
+def stack_models(parts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(parts)`` along a new leading model axis, without a copy for one model."""
+    return parts[0].unsqueeze(0) if len(parts) == 1 else torch.stack(parts)
 
 
 def newton_step(domain: Domain, z: torch.Tensor, y: torch.Tensor, grad: torch.Tensor,

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 from .domain import Domain
 from .loss import hkr_loss, hkr_loss_and_grad
 from .nn import LipschitzNetwork
-from .sampling import negative_starts, newton_raphson_negatives, newton_step
+from .sampling import negative_starts, newton_raphson_negatives, newton_step, stack_models
 
 __all__ = ["LR_SCHEDULES", "LINEAR_FINAL_FACTOR", "InMemoryPositives", "RMSprop", "TrainConfig",
            "TrainHistory", "lr_factor", "train"]
@@ -251,8 +251,8 @@ class InMemoryPositives:
     def draw(self, gens: Sequence[torch.Generator], batch_size: int) -> torch.Tensor:
         """``(M, batch_size, d)`` rows, model ``i``'s drawn with one ``randint`` from
         ``gens[i]`` (the only use of the generators)."""
-        idx = torch.stack([torch.randint(n_i, (batch_size,), generator=g, device=g.device)
-                           for n_i, g in zip(self.lengths, gens)])
+        idx = stack_models([torch.randint(n_i, (batch_size,), generator=g, device=g.device)
+                            for n_i, g in zip(self.lengths, gens)])
         return self.data[idx + self.offsets]
 
 
@@ -359,71 +359,76 @@ def train(
     pending = None  # this step's negatives, made by the previous step's fused pass
     model.train()
     bar = tqdm(range(config.n_steps), disable=not progress, desc=desc, leave=False)
-    for step in bar:
-        t = 0 if step < config.warmup_steps else config.n_newton_steps
-        if scheduled:
-            decay = lr_factor(config.lr_schedule, step, config.n_steps)
-            for group in opt.param_groups:
-                group["lr"] = group["base_lr"] * decay
-        if taped:
-            weights, inverses = model.weights_tape(inverses)
-            frozen = weights
-        else:
-            weights = model.weights()
-            frozen = [w.detach() for w in weights]
-        if pending is not None:
-            neg, pending = pending, None
-        else:
-            neg = newton_raphson_negatives(
-                lambda z, frozen=frozen: model.forward_with(frozen, z),
-                domain, bs, d, t, margin_t, gens, device, dtype,
-                value_and_grad=(lambda z, frozen=frozen: manual(frozen, z)) if manual else None)
-        parts = [positives.draw(gens, bs).to(dtype), neg]
-        starts = None
-        if fused and config.warmup_steps <= step + 1 < config.n_steps:
-            starts = negative_starts(domain, bs, d, 1, gens, device, dtype)
-            parts.append(starts[0])
-        batch = torch.cat(parts, dim=1)
-        for k in range(config.n_updates):
-            opt.zero_grad()
+    # the hand-written step needs no autograd bookkeeping at all: inference mode dispatches
+    # each operation faster (measured: 7 % of a default step)
+    with torch.inference_mode(taped):
+        for step in bar:
+            t = 0 if step < config.warmup_steps else config.n_newton_steps
+            if scheduled:
+                decay = lr_factor(config.lr_schedule, step, config.n_steps)
+                for group in opt.param_groups:
+                    group["lr"] = group["base_lr"] * decay
             if taped:
-                if k > 0:
-                    weights, inverses = model.weights_tape(inverses)
-                scores, tape = model.forward_tape(weights, batch)
-                f_pos, f_neg = scores[:, :bs], scores[:, bs:2 * bs]
-                # derivative 1 on the starts: their input gradient is grad f
-                losses, grad_scores = hkr_loss_and_grad(scores, bs, bs, margin_t, config.lam)
-                grads, grad_starts = model.backward_tape(weights, inverses, tape, grad_scores,
-                                                         2 * bs)
-                for p, g in zip(params, grads):
-                    p.grad = g
-                if starts is not None:
-                    pending = newton_step(domain, starts[0], scores[:, 2 * bs:], grad_starts,
-                                          starts[1], margin_t)
+                weights, inverses = model.weights_tape(inverses)
+                frozen = weights
             else:
-                if k > 0:
-                    weights = model.weights()
-                scores = model.forward_with(weights, batch)
-                f_pos, f_neg = scores[:, :bs], scores[:, bs:]
-                losses = hkr_loss(f_pos, f_neg, margin_t, config.lam)
-                if extra_loss is not None:
-                    losses = losses + extra_loss(
-                        lambda z, weights=weights: model.forward_with(weights, z), step)
-                losses.sum().backward()
-            if grad_hook is not None:
-                grad_hook(params)
-            opt.step()
-        if step % log_every == 0 or step == config.n_steps - 1:
-            with torch.no_grad():
-                vals = torch.stack((losses, f_pos.mean(1), f_neg.mean(1))).tolist()
-            for i, h in enumerate(histories):
-                h.step.append(step)
-                h.loss.append(vals[0][i])
-                h.f_pos.append(vals[1][i])
-                h.f_neg.append(vals[2][i])
-            if progress:
-                mean = [sum(v) / n_models for v in vals]
-                bar.set_postfix(loss=f"{mean[0]:.3f}", f_pos=f"{mean[1]:.3f}",
-                                f_neg=f"{mean[2]:.3f}", models=n_models)
+                weights = model.weights()
+                frozen = [w.detach() for w in weights]
+            if pending is not None:
+                neg, pending = pending, None
+            else:
+                neg = newton_raphson_negatives(
+                    lambda z, frozen=frozen: model.forward_with(frozen, z),
+                    domain, bs, d, t, margin_t, gens, device, dtype,
+                    value_and_grad=(lambda z, frozen=frozen: manual(frozen, z)) if manual else None)
+            parts = [positives.draw(gens, bs).to(dtype), neg]
+            starts = None
+            if fused and config.warmup_steps <= step + 1 < config.n_steps:
+                starts = negative_starts(domain, bs, d, 1, gens, device, dtype)
+                parts.append(starts[0])
+            batch = torch.cat(parts, dim=1)
+            for k in range(config.n_updates):
+                opt.zero_grad()
+                if taped:
+                    if k > 0:
+                        weights, inverses = model.weights_tape(inverses)
+                    scores, tape = model.forward_tape(weights, batch)
+                    f_pos, f_neg = scores[:, :bs], scores[:, bs:2 * bs]
+                    # derivative 1 on the starts: their input gradient is grad f
+                    losses, grad_scores = hkr_loss_and_grad(scores, bs, bs, margin_t, config.lam)
+                    grads, grad_starts = model.backward_tape(weights, inverses, tape, grad_scores,
+                                                             2 * bs)
+                    for p, g in zip(params, grads):
+                        p.grad = g
+                    if starts is not None:
+                        pending = newton_step(domain, starts[0], scores[:, 2 * bs:], grad_starts,
+                                              starts[1], margin_t)
+                else:
+                    if k > 0:
+                        weights = model.weights()
+                    scores = model.forward_with(weights, batch)
+                    f_pos, f_neg = scores[:, :bs], scores[:, bs:]
+                    losses = hkr_loss(f_pos, f_neg, margin_t, config.lam)
+                    if extra_loss is not None:
+                        losses = losses + extra_loss(
+                            lambda z, weights=weights: model.forward_with(weights, z), step)
+                    losses.sum().backward()
+                if grad_hook is not None:
+                    grad_hook(params)
+                opt.step()
+            if step % log_every == 0 or step == config.n_steps - 1:
+                with torch.no_grad():
+                    vals = torch.stack((losses, f_pos.mean(1), f_neg.mean(1))).tolist()
+                for i, h in enumerate(histories):
+                    h.step.append(step)
+                    h.loss.append(vals[0][i])
+                    h.f_pos.append(vals[1][i])
+                    h.f_neg.append(vals[2][i])
+                if progress:
+                    mean = [sum(v) / n_models for v in vals]
+                    bar.set_postfix(loss=f"{mean[0]:.3f}", f_pos=f"{mean[1]:.3f}",
+                                    f_neg=f"{mean[2]:.3f}", models=n_models)
+    if taped:  # no inference tensors left behind as .grad
+        opt.zero_grad()
     model.eval()
     return histories
