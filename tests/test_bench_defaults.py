@@ -87,7 +87,8 @@ def test_config_names_read_back_and_bad_names_say_why():
                  "batch_size": 256, "n_newton_steps": 3, "learning_rate": 0.003,
                  "bias_lr_factor": 2.0, "lr_schedule": "cosine"}
     assert config_name(c) == "64x2-s500-b256-t3-lr0.003-w0-bl2-schedcosine-m0.01"
-    assert config_name(parse_config("64x2-s500-b128")) == "64x2-s500"  # defaults left out
+    assert config_name(parse_config("64x2-s500-b96-t1")) == "64x2-s500"  # defaults left out
+    assert config_name(parse_config("64x2-s500-b128")) == "64x2-s500-b128"
     for bad, why in (("64-s500", "WIDTHxDEPTH"), ("64x2-s500-q3", "unknown part"),
                      ("64x2-s500-bx", "cannot read")):
         with pytest.raises(ValueError, match=why):

@@ -19,7 +19,7 @@ from ocsdf.bench import explain as bench
 from ocsdf.errors import InputError
 from ocsdf.explain import Explanation, explain
 
-SMALL = {"width": 32, "depth": 2, "n_steps": 300, "random_state": 0}
+SMALL = {"width": 32, "depth": 2, "n_steps": 300, "batch_size": 128, "random_state": 0}
 MEAN = np.array([10.0, -3.0, 100.0, 0.0, 5.0])
 SCALE = np.array([1.0, 10.0, 0.5, 3.0, 100.0])
 SHIFTED = 2  # the feature the hand-made anomalies are pushed along

@@ -111,7 +111,7 @@ distance_k, distance_pool, distance_radius, distance_loss, distance_shift
         lam: float = 100.0,
         n_steps: int | str = "auto",
         warmup_steps: int | str = "auto",
-        batch_size: int = 128,
+        batch_size: int | str = "auto",
         n_newton_steps: int | str = "auto",
         learning_rate: float = 1e-3,
         lr_schedule: str = "constant",

@@ -36,8 +36,8 @@ in advance by row number with the buffer's own generator (never the training gen
 each chosen row, when read, overwrites the next slot of a random permutation of the slots, so
 that at the end of the pass every slot was replaced once. Why this rate and this choice:
 
-* Training draws ``n_steps x batch_size`` positives in all (128,000 at the defaults), fewer
-  than a default buffer holds, so more passes would show the model no more rows; one pass is
+* Training draws ``n_steps x batch_size`` positives in all (96,000 at the defaults for rows),
+  fewer than a default buffer holds, so more passes would show the model no more rows; one pass is
   also what the second pass must do anyway to count the rows outside B and to check that the
   source gives the same rows again. Reading is bounded by read speed: when a chunk is not
   ready, training waits for it.

@@ -96,7 +96,9 @@ def config_name(params: dict) -> str:
     depth = params.get("depth", est.depth)
     steps = rows_value("n_steps", params.get("n_steps", est.n_steps))
     name = f"{width}x{depth}-s{steps}"
-    defaults = {"warmup_steps": steps // 10, "margin": "auto"}
+    defaults = {"warmup_steps": steps // 10, "margin": "auto",
+                **{key: rows_value(key, getattr(est, key)) for key in ("batch_size",
+                                                                       "n_newton_steps")}}
     for suffix, key, kind in _SUFFIXES:
         value = params.get(key, defaults.get(key, getattr(est, key)))
         if value != defaults.get(key, getattr(est, key)):

@@ -559,11 +559,15 @@ def _default_fit_rows(seeds: tuple[int, ...] = (0, 1), data_dir=None) -> list[di
     fits: dict[str, list[tuple[float, float]]] = {}
     makers = {
         "scikit-learn IsolationForest": lambda seed: IsolationForest(random_state=seed),
-        "OCSDF() (default: 64 x 3, 1000 steps, T = 1)": lambda seed: OCSDF(random_state=seed),
-        "OCSDF(n_newton_steps=4) (the default until 2026-12-01, afternoon: 64 x 3, T = 4)":
-            lambda seed: OCSDF(random_state=seed, n_newton_steps=4),
-        "OCSDF(width=128, n_newton_steps=4) (the default until 2026-12-01, morning: 128 x 3, "
-        "T = 4)": lambda seed: OCSDF(random_state=seed, width=128, n_newton_steps=4),
+        "OCSDF() (default: 64 x 3, 1000 steps, batch 96, T = 1)":
+            lambda seed: OCSDF(random_state=seed),
+        "OCSDF(batch_size=128) (the default until 2026-12-01, evening: batch 128)":
+            lambda seed: OCSDF(random_state=seed, batch_size=128),
+        "OCSDF(batch_size=128, n_newton_steps=4) (the default until 2026-12-01, afternoon: "
+        "64 x 3, T = 4)": lambda seed: OCSDF(random_state=seed, batch_size=128, n_newton_steps=4),
+        "OCSDF(width=128, batch_size=128, n_newton_steps=4) (the default until 2026-12-01, "
+        "morning: 128 x 3, T = 4)": lambda seed: OCSDF(random_state=seed, width=128,
+                                                       batch_size=128, n_newton_steps=4),
         "OCSDF fast (64 x 2, 350 steps, lr 2e-3, 5 x for biases)":
             lambda seed: OCSDF(random_state=seed, **FAST_CONFIG),
     }
@@ -663,13 +667,15 @@ measurement is its first row (ratio 1). The machine has 2 cores and other jobs m
 using them during the run, so absolute times are noisy; the ratios are the result to read.
 
 - **default fit**: seconds of `OCSDF(random_state=seed).fit` on ADBench cardio (the one-class
-  half of the normal rows of each seed, 827 x 21; 64 x 3 with T = 1 Newton–Raphson step
-  since 2026-12-01), scikit-learn's `IsolationForest` on the same rows first (ratio 1), the
-  two previous defaults next (T = 4: `n_newton_steps=4`; and 128 x 3 with T = 4), and the
-  fast configuration (64 x 2, 350 steps, T = 4, lr 2e-3, 5 x for
-  the biases; not the default: `docs/results/defaults_speed/`) last, one after the other for
-  each seed; medians over seeds 0 and 1, with each seed's AUROC (the other half of the normal
-  rows against all anomalies) in the note.
+  half of the normal rows of each seed, 827 x 21; 64 x 3, batch 96, T = 1 Newton–Raphson step
+  since 2026-12-01, evening), scikit-learn's `IsolationForest` on the same rows first (ratio
+  1), the three previous defaults next (batch 128; batch 128 with T = 4; 128 x 3, batch 128,
+  T = 4), and the fast configuration (64 x 2, 350 steps, T = 4, lr 2e-3, 5 x for the biases;
+  not the default: `docs/results/defaults_speed/`) last, one after the other for each seed;
+  medians over seeds 0 and 1, with each seed's AUROC (the other half of the normal rows
+  against all anomalies) in the note. Every configuration runs on the code of the day: the
+  hand-written training step (no autograd, Newton pass fused when T = 1) since 2026-12-01,
+  evening; the previous `speed.md` (in git) has the same configurations on the autograd step.
 - **training step**: milliseconds per training iteration on the paper's toy configuration
   (two moons, 2 -> 512 x 4 -> 1, GroupSort2, batch 256, T = 4 Newton–Raphson steps of
   Algorithm 1, HKR loss with lambda = 100 and m = 0.05, RMSprop, ball of radius 5), after 2

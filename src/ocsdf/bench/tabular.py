@@ -775,7 +775,8 @@ def _training_text(params: dict | None = None) -> str:
     ``params`` over them."""
     known = OCSDF().get_params()
     d = OCSDF(**{**known, **{k: v for k, v in (params or {}).items() if k in known}})
-    text = (f"batch {d.batch_size}, T = {rows_value('n_newton_steps', d.n_newton_steps)}, "
+    text = (f"batch {rows_value('batch_size', d.batch_size)}, "
+            f"T = {rows_value('n_newton_steps', d.n_newton_steps)}, "
             f"lambda = {d.lam:g}, RMSprop lr "
             f"{d.learning_rate:g}")
     if d.bias_lr_factor != 1:

@@ -179,8 +179,9 @@ def refine_inverse(a: torch.Tensor, warm: torch.Tensor | None) -> torch.Tensor:
     n = a.shape[-1]
     if warm is None or warm.shape != a.shape or n > _REFINE_MAX_SIZE:
         return inverse_identity_plus(a)
-    m = a.reshape(-1, n, n) + torch.eye(n, dtype=a.dtype, device=a.device)
-    eye = torch.eye(n, dtype=a.dtype, device=a.device).expand_as(m)
+    eye = torch.eye(n, dtype=a.dtype, device=a.device)
+    m = a.reshape(-1, n, n) + eye
+    eye = eye.expand_as(m)
     x = warm.reshape(-1, n, n)
     for it in range(_REFINE_MAX_ITER):
         e = torch.baddbmm(eye, m, x, alpha=-1.0)  # I - (I + a) X
@@ -433,20 +434,22 @@ class LipschitzMLP(nn.Module):
         if not self.supports_tape():
             raise NotImplementedError("weights_tape needs GroupSort2 and no wide layer")
         ws: list[torch.Tensor] = [None] * len(self.layer_sizes)  # type: ignore[list-item]
-        inverses: dict[int, torch.Tensor] = {}
+        inverses: dict = {}  # Cayley size n -> (G, M, n, n) inverses; "head_norm" -> (M, 1, 1)
         with torch.no_grad():
             dense, _, _, groups = self._tape_layout(refresh=warm is None)
             for n, layers in groups.items():
                 upper = torch.stack([dense[li] for li in layers]).triu(1)
                 r = refine_inverse(upper - upper.transpose(-1, -2),
-                                   None if warm is None else warm.get(n))  # (G, M, n, n)
+                                   None if warm is None else warm[n])  # (G, M, n, n)
                 q = 2.0 * r
                 q.diagonal(dim1=-2, dim2=-1).sub_(1.0)
                 for g, li in enumerate(layers):
                     a, b = self.layer_sizes[li]
                     ws[li] = q[g, :, :b, :a]
                 inverses[n] = r
-            ws.append(self.head_param / self.head_param.norm(dim=-1, keepdim=True))
+            head_norm = self.head_param.norm(dim=-1, keepdim=True)
+            ws.append(self.head_param / head_norm)
+            inverses["head_norm"] = head_norm
         return ws, inverses
 
     def forward_tape(self, weights: Sequence[torch.Tensor], x: torch.Tensor
@@ -505,15 +508,15 @@ class LipschitzMLP(nn.Module):
                                              n_param_rows=rows)
             grads = {id(self.head_bias): grad_out[:, :rows].sum(1, keepdim=True),
                      id(self.head_param): (g_head - head * (g_head * head).sum(-1, keepdim=True))
-                     / self.head_param.norm(dim=-1, keepdim=True)}
+                     / inverses["head_norm"]}
             dense, biases, params, groups = self._tape_layout()
             for li, bias in enumerate(biases):
                 grads[id(bias)] = g_bs[li]
             for n, layers in groups.items():
-                g_q = [g_ws[li] for li in layers]  # dL/dQ of the full n x n Cayley transform
-                if any(g.shape[-2:] != (n, n) for g in g_q):
-                    g_q = [nn.functional.pad(g, (0, n - g.shape[-1], 0, n - g.shape[-2]))
-                           for g in g_q]
+                g_q = [g_ws[li] if g_ws[li].shape[-2:] == (n, n)  # dL/dQ of the full n x n map
+                       else nn.functional.pad(g_ws[li], (0, n - g_ws[li].shape[-1],
+                                                         0, n - g_ws[li].shape[-2]))
+                       for li in layers]
                 rt = inverses[n].transpose(-1, -2)
                 g_skew = (rt @ torch.stack(g_q) @ rt).mul_(-2.0)
                 g_param = (g_skew - g_skew.transpose(-1, -2)).triu_(1)
