@@ -241,7 +241,8 @@ def test_refine_inverse_from_a_warm_start_and_its_fallbacks():
 
 
 @pytest.mark.parametrize("in_features,hidden,n_models", [(5, [16, 16, 16], 3), (16, [16, 16], 1),
-                                                         (3, [8, 12, 12], 2)])
+                                                         (3, [8, 12, 12], 2),
+                                                         (3, [128, 128], 2)])  # LU tall layer
 def test_hand_written_training_step_matches_autograd(in_features, hidden, n_models):
     """weights_tape / forward_tape / backward_tape give the weights, scores and parameter
     gradients of autograd through weights() and forward_with (HKR loss), from a cold and from
@@ -267,6 +268,8 @@ def test_hand_written_training_step_matches_autograd(in_features, hidden, n_mode
     expected = [p.grad.clone() for p in net.parameters()]
 
     f, tape = net.forward_tape(ws, x)
+    for mask in tape[1]:  # GroupSort2 masks as 0 / 1 floats
+        assert mask.dtype == f.dtype and set(mask.unique().tolist()) == {0.0, 1.0}
     loss, seed = hkr_loss_and_grad(f, 20, 20, margin, 100.0)  # derivative 1 on 20 extra rows
     torch.testing.assert_close(loss, hkr_loss(scores[:, :20], scores[:, 20:], margin, 100.0)
                                .detach(), rtol=1e-5, atol=1e-5)

@@ -51,7 +51,8 @@ def hkr_loss_and_grad(scores: torch.Tensor, n_pos: int, n_neg: int, margin: torc
     yf = scores * sign
     hinge = (margin.to(scores.dtype).unsqueeze(-1) - yf).relu_()
     loss = ((hinge * lam - yf) * weight).sum(dim=-1)
-    grad = (hinge > 0).to(scores.dtype).mul_(slope).add_(const)
+    active = torch.gt(hinge, 0, out=torch.empty_like(hinge))  # 1.0 / 0.0
+    grad = torch.addcmul(const, active, slope)
     return loss, grad
 
 

@@ -412,9 +412,12 @@ class LipschitzMLP(nn.Module):
         looked up once per training run (``refresh``: at a cold :meth:`weights_tape`) instead of
         at every step."""
         if refresh or getattr(self, "_layout", None) is None:
-            groups: dict[int, list[int]] = {}
+            groups: dict = {}
             for li, (a, b) in enumerate(self.layer_sizes):
-                groups.setdefault(max(a, b), []).append(li)
+                # a large tall layer (e.g. 2 -> 512) alone: an LU solve for its `in` columns
+                # costs far less than the full inverse
+                key = ("tall", li) if a < b > _REFINE_MAX_SIZE else max(a, b)
+                groups.setdefault(key, []).append(li)
             self._layout = (tuple(self.dense_params), tuple(self.dense_biases),
                             tuple(self.parameters()), groups)
         return self._layout
@@ -424,7 +427,9 @@ class LipschitzMLP(nn.Module):
         ``R = (I + A)^{-1}`` of the dense layers (what :meth:`backward_tape` needs, and the
         warm start of the next call; a dict to pass on unchanged).
 
-        The layers whose parameters have the same size are computed as one batch. ``warm``:
+        The layers whose parameters have the same size are computed as one batch, except a tall
+        layer larger than 96 (e.g. 2 -> 512), which solves for the ``in`` columns of ``R`` it
+        uses (an LU factorisation; its backward pass one more triangular solve). ``warm``:
         the inverses of the previous call (the parameters have moved by one optimiser update
         since): each is then refined from it by :func:`refine_inverse` instead of being
         recomputed (a training step's fastest path). The weights are those of
@@ -434,13 +439,28 @@ class LipschitzMLP(nn.Module):
         if not self.supports_tape():
             raise NotImplementedError("weights_tape needs GroupSort2 and no wide layer")
         ws: list[torch.Tensor] = [None] * len(self.layer_sizes)  # type: ignore[list-item]
-        inverses: dict = {}  # Cayley size n -> (G, M, n, n) inverses; "head_norm" -> (M, 1, 1)
+        # Cayley size n -> (G, M, n, n) inverses; ("tall", layer) -> its LU and first columns of
+        # R; "head_norm" -> (M, 1, 1)
+        inverses: dict = {}
         with torch.no_grad():
             dense, _, _, groups = self._tape_layout(refresh=warm is None)
             for n, layers in groups.items():
                 upper = torch.stack([dense[li] for li in layers]).triu(1)
-                r = refine_inverse(upper - upper.transpose(-1, -2),
-                                   None if warm is None else warm[n])  # (G, M, n, n)
+                skew = upper - upper.transpose(-1, -2)
+                if isinstance(n, tuple):  # one large tall layer: R's first `in` columns
+                    (li,) = layers
+                    a = self.layer_sizes[li][0]
+                    lu, pivots, _ = torch.linalg.lu_factor_ex(skew[0] + torch.eye(
+                        skew.shape[-1], dtype=skew.dtype, device=skew.device))
+                    cols = torch.linalg.lu_solve(lu, pivots, torch.eye(
+                        skew.shape[-1], a, dtype=skew.dtype, device=skew.device).expand(
+                        skew.shape[1], -1, -1))  # (M, n, in)
+                    q = 2.0 * cols
+                    q.diagonal(dim1=-2, dim2=-1).sub_(1.0)
+                    ws[li] = q
+                    inverses[n] = (lu, pivots, cols)
+                    continue
+                r = refine_inverse(skew, None if warm is None else warm[n])  # (G, M, n, n)
                 q = 2.0 * r
                 q.diagonal(dim1=-2, dim2=-1).sub_(1.0)
                 for g, li in enumerate(layers):
@@ -472,7 +492,10 @@ class LipschitzMLP(nn.Module):
                 pre = torch.baddbmm(b.unsqueeze(1), x, w.transpose(1, 2))
                 k = pre.shape[-1] // 2
                 lo, hi = pre[..., :k], pre[..., k:]
-                masks.append((lo >= hi).to(x.dtype))
+                # written as floats straight away (a third of the time of comparing, then
+                # converting)
+                masks.append(torch.ge(lo, hi, out=torch.empty(lo.shape, dtype=x.dtype,
+                                                              device=x.device)))
                 x = torch.cat((torch.maximum(lo, hi), torch.minimum(lo, hi)), dim=-1)
             inputs.append(x)
             head = weights[-1]
@@ -513,6 +536,13 @@ class LipschitzMLP(nn.Module):
             for li, bias in enumerate(biases):
                 grads[id(bias)] = g_bs[li]
             for n, layers in groups.items():
+                if isinstance(n, tuple):  # dL/dA = -2 (R^T G) (R[:, :in])^T, R^T G by a solve
+                    (li,) = layers
+                    lu, pivots, cols = inverses[n]
+                    rt_g = torch.linalg.lu_solve(lu, pivots, g_ws[li], adjoint=True)
+                    g_skew = (rt_g @ cols.transpose(-1, -2)).mul_(-2.0)
+                    grads[id(dense[li])] = (g_skew - g_skew.transpose(-1, -2)).triu_(1)
+                    continue
                 g_q = [g_ws[li] if g_ws[li].shape[-2:] == (n, n)  # dL/dQ of the full n x n map
                        else nn.functional.pad(g_ws[li], (0, n - g_ws[li].shape[-1],
                                                          0, n - g_ws[li].shape[-2]))
@@ -583,8 +613,9 @@ def _back_through(weights: Sequence[torch.Tensor], masks: Sequence[torch.Tensor]
         k = grad.shape[-1] // 2
         g_hi, g_lo = grad[..., :k], grad[..., k:]
         # the unit of the first half gets g_hi where it was the max, else g_lo
-        swap = mask * (g_hi - g_lo)
-        grad = torch.cat((g_lo + swap, g_hi - swap), dim=-1)
+        diff = g_hi - g_lo
+        grad = torch.cat((torch.addcmul(g_lo, mask, diff), torch.addcmul(g_hi, mask, diff,
+                                                                         value=-1.0)), dim=-1)
         if inputs is not None:
             g_ws.insert(0, torch.bmm(grad[:, :rows].transpose(1, 2), inputs[li][:, :rows]))
             g_bs.insert(0, grad[:, :rows].sum(1))

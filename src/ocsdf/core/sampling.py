@@ -95,7 +95,7 @@ def negative_starts(domain: Domain, n: int, d: int, n_steps: int,
              if eta is not None else
              stack_models([torch.rand(n, 1, generator=g, device=device) for g in generators]
                           ).to(dtype))
-    return z, steps / n_steps
+    return z, (steps / n_steps if n_steps != 1 else steps)
 
 
 def stack_models(parts: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -111,4 +111,4 @@ def newton_step(domain: Domain, z: torch.Tensor, y: torch.Tensor, grad: torch.Te
     with torch.no_grad():
         target = torch.as_tensor(margin, dtype=z.dtype, device=z.device).reshape(-1, 1)
         scale = (y + target) / (grad.pow(2).sum(-1) + 1e-12)
-        return domain.project(z - eta * scale.unsqueeze(-1) * grad)
+        return domain.project(torch.addcmul(z, eta * scale.unsqueeze(-1), grad, value=-1.0))

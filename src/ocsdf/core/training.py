@@ -247,13 +247,14 @@ class InMemoryPositives:
     def __init__(self, x: torch.Tensor | Sequence[torch.Tensor], n_models: int, d: int,
                  device, dtype) -> None:
         self.data, self.offsets, self.lengths = _stack_data(x, n_models, d, device, dtype)
+        self.shifted = bool((self.offsets != 0).any())  # else no offset to add
 
     def draw(self, gens: Sequence[torch.Generator], batch_size: int) -> torch.Tensor:
         """``(M, batch_size, d)`` rows, model ``i``'s drawn with one ``randint`` from
         ``gens[i]`` (the only use of the generators)."""
         idx = stack_models([torch.randint(n_i, (batch_size,), generator=g, device=g.device)
                             for n_i, g in zip(self.lengths, gens)])
-        return self.data[idx + self.offsets]
+        return self.data[idx + self.offsets if self.shifted else idx]
 
 
 def train(
