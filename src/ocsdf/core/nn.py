@@ -27,6 +27,7 @@ the activation alone is timed by ``ocsdf bench speed`` (rows "GroupSort2 forward
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Protocol
@@ -179,7 +180,7 @@ def refine_inverse(a: torch.Tensor, warm: torch.Tensor | None) -> torch.Tensor:
     n = a.shape[-1]
     if warm is None or warm.shape != a.shape or n > _REFINE_MAX_SIZE:
         return inverse_identity_plus(a)
-    eye = torch.eye(n, dtype=a.dtype, device=a.device)
+    eye = _eye(n, a.dtype, a.device)
     m = a.reshape(-1, n, n) + eye
     eye = eye.expand_as(m)
     x = warm.reshape(-1, n, n)
@@ -193,6 +194,14 @@ def refine_inverse(a: torch.Tensor, warm: torch.Tensor | None) -> torch.Tensor:
         if it > 0 and err * err <= _REFINE_TOL:
             return x.reshape(a.shape)
     return inverse_identity_plus(a)
+
+
+@functools.lru_cache(maxsize=32)
+def _eye(n: int, dtype: torch.dtype, device: torch.device, value: float = 1.0) -> torch.Tensor:
+    """``value`` times the ``n x n`` identity, made once per arguments (a normal tensor, even
+    when first asked for in inference mode; never written to)."""
+    with torch.inference_mode(False):
+        return value * torch.eye(n, dtype=dtype, device=device)
 
 
 class _CayleySquare(torch.autograd.Function):
@@ -461,8 +470,7 @@ class LipschitzMLP(nn.Module):
                     inverses[n] = (lu, pivots, cols)
                     continue
                 r = refine_inverse(skew, None if warm is None else warm[n])  # (G, M, n, n)
-                q = 2.0 * r
-                q.diagonal(dim1=-2, dim2=-1).sub_(1.0)
+                q = torch.add(_eye(n, r.dtype, r.device, -1.0), r, alpha=2.0)  # 2 R - I
                 for g, li in enumerate(layers):
                     a, b = self.layer_sizes[li]
                     ws[li] = q[g, :, :b, :a]
