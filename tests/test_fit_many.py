@@ -3,6 +3,8 @@ OCSDF.fit, ocsdf.fit_many): equivalence, quality, per-model margins, fitted esti
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -78,6 +80,11 @@ def test_hand_written_step_trains_as_autograd(t):
         losses.append([h.loss for h in train(nets[-1], x, Box(), cfg, seeds=[5, 6],
                                              log_every=1)])
     params = [torch.cat([p.detach().reshape(-1) for p in net.parameters()]) for net in nets]
+    # TrainConfig(autograd=True) is the autograd path, bit for bit
+    forced = LipschitzMLP(4, [16, 16], n_models=2, seeds=[0, 1])
+    train(forced, x, Box(), replace(cfg, autograd=True), seeds=[5, 6])
+    assert torch.equal(torch.cat([p.detach().reshape(-1) for p in forced.parameters()]),
+                       params[1])
     if t == 4:
         torch.testing.assert_close(params[0], params[1], rtol=0, atol=1e-5)
         np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)

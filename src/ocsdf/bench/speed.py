@@ -541,6 +541,20 @@ FAST_CONFIG = {"width": 64, "depth": 2, "n_steps": 350, "warmup_steps": 35,
                "learning_rate": 2e-3, "bias_lr_factor": 5.0, "n_newton_steps": 4}
 
 
+def _autograd_estimator():
+    """``OCSDF`` whose fits train every step with autograd (``TrainConfig.autograd``): the
+    training step before 2026-12-01, evening, for the comparison row."""
+    from dataclasses import replace
+
+    from ..estimator import OCSDF
+
+    class AutogradOCSDF(OCSDF):
+        def _train_config(self, seed: int) -> TrainConfig:
+            return replace(super()._train_config(seed), autograd=True)
+
+    return AutogradOCSDF
+
+
 def _default_fit_rows(seeds: tuple[int, ...] = (0, 1), data_dir=None) -> list[dict]:
     """Default ``OCSDF().fit`` on ADBench cardio (one-class half of the normal rows) against
     scikit-learn's IsolationForest, per seed in turn (IsolationForest, the default,
@@ -561,6 +575,10 @@ def _default_fit_rows(seeds: tuple[int, ...] = (0, 1), data_dir=None) -> list[di
         "scikit-learn IsolationForest": lambda seed: IsolationForest(random_state=seed),
         "OCSDF() (default: 64 x 3, 1000 steps, batch 96, T = 1)":
             lambda seed: OCSDF(random_state=seed),
+        "OCSDF() trained with autograd (the training step until 2026-12-01, evening)":
+            lambda seed: _autograd_estimator()(random_state=seed),
+        "OCSDF(batch_size=128) trained with autograd (the default until 2026-12-01, evening)":
+            lambda seed: _autograd_estimator()(random_state=seed, batch_size=128),
         "OCSDF(batch_size=128) (the default until 2026-12-01, evening: batch 128)":
             lambda seed: OCSDF(random_state=seed, batch_size=128),
         "OCSDF(batch_size=128, n_newton_steps=4) (the default until 2026-12-01, afternoon: "
@@ -669,13 +687,14 @@ using them during the run, so absolute times are noisy; the ratios are the resul
 - **default fit**: seconds of `OCSDF(random_state=seed).fit` on ADBench cardio (the one-class
   half of the normal rows of each seed, 827 x 21; 64 x 3, batch 96, T = 1 Newton–Raphson step
   since 2026-12-01, evening), scikit-learn's `IsolationForest` on the same rows first (ratio
-  1), the three previous defaults next (batch 128; batch 128 with T = 4; 128 x 3, batch 128,
-  T = 4), and the fast configuration (64 x 2, 350 steps, T = 4, lr 2e-3, 5 x for the biases;
+  1), the default and the previous default (batch 128) trained with autograd
+  (`TrainConfig.autograd`: the training step before 2026-12-01, evening), the three previous
+  defaults next (batch 128; batch 128 with T = 4; 128 x 3, batch 128, T = 4), and the fast
+  configuration (64 x 2, 350 steps, T = 4, lr 2e-3, 5 x for the biases;
   not the default: `docs/results/defaults_speed/`) last, one after the other for each seed;
   medians over seeds 0 and 1, with each seed's AUROC (the other half of the normal rows
-  against all anomalies) in the note. Every configuration runs on the code of the day: the
-  hand-written training step (no autograd, Newton pass fused when T = 1) since 2026-12-01,
-  evening; the previous `speed.md` (in git) has the same configurations on the autograd step.
+  against all anomalies) in the note. Every other configuration runs the hand-written training
+  step (no autograd, Newton pass fused when T = 1) of 2026-12-01, evening.
 - **training step**: milliseconds per training iteration on the paper's toy configuration
   (two moons, 2 -> 512 x 4 -> 1, GroupSort2, batch 256, T = 4 Newton–Raphson steps of
   Algorithm 1, HKR loss with lambda = 100 and m = 0.05, RMSprop, ball of radius 5), after 2

@@ -87,6 +87,10 @@ class TrainConfig:
     seed : int
         Seeds negatives and positive batches when :func:`train` gets no ``seeds`` (the network
         is seeded by its creator).
+    autograd : bool
+        True: every step by autograd, the Newton pass not fused, even where the network offers
+        the hand-written step (:func:`train`); slower, the same gradients to float rounding.
+        For comparisons and checks (``ocsdf bench speed``'s "before" row).
     """
 
     n_steps: int = 1000
@@ -101,6 +105,7 @@ class TrainConfig:
     bias_lr_factor: float = 1.0
     lr_schedule: str = "constant"
     seed: int = 0
+    autograd: bool = False
 
     def __post_init__(self) -> None:
         if not self.bias_lr_factor > 0:
@@ -285,8 +290,9 @@ def train(
     the same forward and backward pass as this step's loss: each step's negatives then come
     from the network one update older, and each step draws its positives, then the next
     step's starts and step sizes. Measured on ADBench cardio (827 x 21, 64 x 3, batch 128,
-    one CPU thread, ``ocsdf bench speed``): a default fit 1.72 s with autograd, 0.78 s by hand;
-    the AUROC of both on the 19 ADBench sets in ``docs/results/defaults_speed/hand_step/``.
+    one CPU thread, ``ocsdf bench speed``, same run): a fit 1.44 s with autograd, 0.74 s by
+    hand; the AUROC on the 19 ADBench sets in ``docs/results/defaults_speed/hand_step/``.
+    ``TrainConfig.autograd=True`` forces the autograd path.
 
     Parameters
     ----------
@@ -357,7 +363,8 @@ def train(
     # the whole update by hand (no autograd) where the network offers it and no extra loss
     # needs autograd: the same gradients in fewer operations, the Cayley inverses refined
     # from the previous update's
-    taped = extra_loss is None and getattr(model, "supports_tape", lambda: False)()
+    taped = (extra_loss is None and not config.autograd
+             and getattr(model, "supports_tape", lambda: False)())
     # with T = 1 and K = 1, the Newton pass of the next step's negatives rides on this step's
     # training pass (one forward and backward over positives, negatives and the next starts)
     fused = taped and config.n_newton_steps == 1 and config.n_updates == 1
