@@ -173,7 +173,8 @@ def refine_inverse(a: torch.Tensor, warm: torch.Tensor | None) -> torch.Tensor:
     than 96 x 96 (where the exact inverse is cheaper), returns :func:`inverse_identity_plus`
     (exact).
     A training step's update moves the residual to about 1e-2, so two refinements (four matrix
-    products) replace one LU inverse: on one CPU thread, 64 x 64, 30 against 80 us.
+    products) replace one LU inverse: on one CPU thread, one 64 x 64 matrix in 47 against 90
+    us, three at once in 93 against 217 us.
     The result is as accurate as an LU inverse in float32; what is certified is always computed
     from the weights actually exported, whichever inverse gave them.
     """
