@@ -83,3 +83,16 @@ def test_unit_box_rows_outside_get_no_balls_and_say_so():
                       r"unit box \[0, 1\]\^d of the negatives; the network was never shown"):
         model = OCSDF(domain="unit", standardize=False, n_steps=20).fit(X)
     assert model.domain_rows_.shape == (0, 3) and not model.scorer_.clip_to_domain
+
+
+def test_ball_centres_cached_in_inference_mode_still_differentiate():
+    """B's centres, converted once per dtype while training (in inference mode), stay usable
+    by autograd afterwards (attacks and explanations differentiate through B's distance)."""
+    domain = WithBalls(Box(-1.0, 1.0), np.array([[2.0, 0.0]]), 0.5)
+    with torch.inference_mode():
+        domain.project(torch.tensor([[3.0, 0.0]]))
+    z = torch.tensor([[1.8, 0.1]], requires_grad=True)
+    domain.signed_distance(z).sum().backward()
+    # nearest is the ball around (2, 0): r - |z - c| with gradient -(z - c) / |z - c|
+    expected = -(torch.tensor([[1.8, 0.1]]) - torch.tensor([[2.0, 0.0]]))
+    torch.testing.assert_close(z.grad, expected / expected.norm())

@@ -113,3 +113,14 @@ def test_value_and_grad_gives_the_same_negatives_as_autograd():
                  else [torch.Generator().manual_seed(s) for s in (5, 6)])
         b = newton_raphson_negatives(fm, Box(-5, 5), 200, 3, 4, 0.1, gens2, value_and_grad=vg)
         torch.testing.assert_close(a, b)
+
+
+def test_hand_written_loss_made_in_inference_mode_still_differentiates():
+    """The loss's cached constants are normal tensors even when first made in inference mode
+    (the trainer's), so autograd can use the function afterwards."""
+    with torch.inference_mode():
+        hkr_loss_and_grad(torch.randn(2, 7), 3, 2, torch.tensor([0.1, 0.2]), 30.0)
+    scores = torch.randn(2, 7, requires_grad=True)
+    loss, grad = hkr_loss_and_grad(scores, 3, 2, torch.tensor([0.1, 0.2]), 30.0)
+    loss.sum().backward()
+    torch.testing.assert_close(scores.grad[:, :5], grad[:, :5].detach())

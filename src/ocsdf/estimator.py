@@ -244,8 +244,9 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
     batch_size : int or "auto", default "auto"
         Positives per iteration (and as many negatives). "auto": 96 for rows, 128 for images
         (:data:`AUTO_BATCH`; measured on the 19 ADBench sets x 20 seeds, label-free margin,
-        mean AUROC AD / one-class: 96 84.75 / 91.43, 128 84.99 / 91.51, within seed noise,
-        with a default fit on ADBench cardio 11 % shorter; ``docs/results/defaults_speed/``).
+        mean AUROC AD / one-class: 96 84.76 / 91.42, 128 84.99 / 91.52, within seed noise,
+        with a default fit on ADBench cardio 10 % shorter;
+        ``docs/results/defaults_speed/hand_step/``).
         The value used is ``batch_size_``.
     n_newton_steps : int or "auto", default "auto"
         ``T``, Newton–Raphson steps per negative batch. "auto": 1 for rows, 4 for images

@@ -31,7 +31,7 @@ from sklearn.metrics import roc_auc_score
 
 from ..core.runtime import torch_device, torch_threads
 from ..data import load_adbench
-from ..estimator import OCSDF
+from ..estimator import AUTO_BY_KIND, OCSDF
 from .harness import command_line, rows_value, split_indices, study, timed
 
 __all__ = [
@@ -97,8 +97,8 @@ def config_name(params: dict) -> str:
     steps = rows_value("n_steps", params.get("n_steps", est.n_steps))
     name = f"{width}x{depth}-s{steps}"
     defaults = {"warmup_steps": steps // 10, "margin": "auto",
-                **{key: rows_value(key, getattr(est, key)) for key in ("batch_size",
-                                                                       "n_newton_steps")}}
+                **{key: rows_value(key, getattr(est, key)) for _, key, _ in _SUFFIXES
+                   if key in AUTO_BY_KIND}}
     for suffix, key, kind in _SUFFIXES:
         value = params.get(key, defaults.get(key, getattr(est, key)))
         if value != defaults.get(key, getattr(est, key)):

@@ -114,10 +114,13 @@ class WithBalls:
         object.__setattr__(self, "_tensors", {})  # centres as tensors, by (dtype, device)
 
     def _centres(self, z: torch.Tensor) -> torch.Tensor:
-        """The centres in ``z``'s dtype and device, ``(k, d)`` (converted once)."""
+        """The centres in ``z``'s dtype and device, ``(k, d)`` (converted once; a normal tensor
+        even when first asked for in inference mode, so that autograd may use it later)."""
         key = (z.dtype, z.device)
         if key not in self._tensors:
-            self._tensors[key] = torch.as_tensor(self.centres, dtype=z.dtype, device=z.device)
+            with torch.inference_mode(False):
+                self._tensors[key] = torch.as_tensor(self.centres, dtype=z.dtype,
+                                                     device=z.device)
         return self._tensors[key]
 
     def _blocks(self, z: torch.Tensor):

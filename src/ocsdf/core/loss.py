@@ -61,10 +61,12 @@ def _hkr_coefficients(n_pos: int, n_neg: int, n_extra: int, lam: float, dtype: t
                       device: torch.device) -> tuple[torch.Tensor, ...]:
     """Per-row constants of :func:`hkr_loss_and_grad`, each ``(1, n)``: the label ``y``, the
     averaging weight ``w`` (0 on extra rows), and ``slope = -lam y w``, ``const = -y w`` (1 on
-    extra rows), so that ``dL/df = slope * [hinge > 0] + const``."""
+    extra rows), so that ``dL/df = slope * [hinge > 0] + const``. Normal tensors even when first
+    asked for in inference mode (autograd may use them later)."""
     def rows(pos: float, neg: float, extra: float) -> torch.Tensor:
         return torch.tensor([pos] * n_pos + [neg] * n_neg + [extra] * n_extra,
                             dtype=dtype, device=device).unsqueeze(0)
 
-    return (rows(1.0, -1.0, 0.0), rows(1.0 / n_pos, 1.0 / n_neg, 0.0),
-            rows(-lam / n_pos, lam / n_neg, 0.0), rows(-1.0 / n_pos, 1.0 / n_neg, 1.0))
+    with torch.inference_mode(False):
+        return (rows(1.0, -1.0, 0.0), rows(1.0 / n_pos, 1.0 / n_neg, 0.0),
+                rows(-lam / n_pos, lam / n_neg, 0.0), rows(-1.0 / n_pos, 1.0 / n_neg, 1.0))

@@ -460,11 +460,10 @@ class LipschitzMLP(nn.Module):
                 if isinstance(n, tuple):  # one large tall layer: R's first `in` columns
                     (li,) = layers
                     a = self.layer_sizes[li][0]
-                    lu, pivots, _ = torch.linalg.lu_factor_ex(skew[0] + torch.eye(
-                        skew.shape[-1], dtype=skew.dtype, device=skew.device))
-                    cols = torch.linalg.lu_solve(lu, pivots, torch.eye(
-                        skew.shape[-1], a, dtype=skew.dtype, device=skew.device).expand(
-                        skew.shape[1], -1, -1))  # (M, n, in)
+                    eye = _eye(skew.shape[-1], skew.dtype, skew.device)
+                    lu, pivots, _ = torch.linalg.lu_factor_ex(skew[0] + eye)
+                    cols = torch.linalg.lu_solve(
+                        lu, pivots, eye[:, :a].expand(skew.shape[1], -1, -1))  # (M, n, in)
                     q = 2.0 * cols
                     q.diagonal(dim1=-2, dim2=-1).sub_(1.0)
                     ws[li] = q
