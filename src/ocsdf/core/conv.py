@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nn import FullSort, GroupSort2, _Squeeze, cayley_orthogonal, group_sort2
+from .nn import FullSort, GroupSort2, _Squeeze, cayley_orthogonal, cayley_parameter, group_sort2
 
 __all__ = [
     "ChannelGroupSort2",
@@ -488,7 +488,8 @@ class LipschitzConvNet(nn.Module):
             for conv in self.convs:
                 nn.init.zeros_(conv.bias)
             self.dense_params = nn.ParameterList(
-                nn.Parameter(torch.randn(max(a, b), max(a, b)) / math.sqrt(max(a, b)))
+                nn.Parameter(cayley_parameter(torch.randn(max(a, b), max(a, b))
+                                              / math.sqrt(max(a, b)), b, a))
                 for a, b in self.layer_sizes)
             self.head_param = nn.Parameter(torch.randn(1, sizes[-1]) / math.sqrt(sizes[-1]))
         self.dense_biases = nn.ParameterList(nn.Parameter(torch.zeros(b))

@@ -42,6 +42,7 @@ __all__ = [
     "LipschitzNetwork",
     "cayley_full",
     "cayley_orthogonal",
+    "cayley_parameter",
     "export",
     "group_sort2",
     "inverse_identity_plus",
@@ -55,7 +56,8 @@ def cayley_orthogonal(param: torch.Tensor, out_features: int, in_features: int) 
     """Orthogonal ``(..., out_features, in_features)`` matrices from ``(..., n, n)`` parameters,
     ``n = max(out_features, in_features)``: orthonormal columns if ``out >= in``, orthonormal
     rows otherwise. Any leading batch (models) is computed in one call. The training-time
-    parametrisation of :class:`LipschitzMLP`.
+    parametrisation of :class:`LipschitzMLP`. A wide layer uses only the first ``out`` rows of
+    its parameter and also takes them alone, ``(..., out, n)`` (:func:`cayley_parameter`).
 
     With ``A = triu(P, 1) - triu(P, 1)^T`` (skew-symmetric):
 
@@ -82,6 +84,16 @@ def cayley_orthogonal(param: torch.Tensor, out_features: int, in_features: int) 
     if in_features > out_features:
         return _cayley_thin(param, out_features).transpose(-1, -2)
     return cayley_full(param, out_features, in_features)
+
+
+def cayley_parameter(draw: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
+    """The Cayley parameter of a layer from a draw ``(..., n, n)``: the draw itself, or for a
+    wide layer (``in > out``) a copy of its first ``out`` rows, ``(..., out, n)``, the only ones
+    :func:`cayley_orthogonal` reads (the same weights; on 3,072 pixels and 128 units, 0.4M
+    numbers for the optimiser instead of 9.4M)."""
+    if in_features > out_features:
+        return draw[..., :out_features, :].clone()
+    return draw
 
 
 def cayley_full(param: torch.Tensor, out_features: int, in_features: int) -> torch.Tensor:
@@ -331,7 +343,8 @@ class LipschitzMLP(nn.Module):
 
     Notes
     -----
-    Parameters: ``dense_params[l]`` ``(M, n_l, n_l)`` (Cayley parameter, ``n_l = max(in, out)``),
+    Parameters: ``dense_params[l]`` ``(M, n_l, n_l)`` (Cayley parameter, ``n_l = max(in, out)``;
+    ``(M, out_l, in_l)`` for a wide layer, :func:`cayley_parameter`),
     ``dense_biases[l]`` ``(M, out_l)``, ``head_param`` ``(M, 1, width)``, ``head_bias``
     ``(M, 1)``. ``forward(x)`` maps ``(M, n, d)`` (model ``i`` sees ``x[i]``) or ``(n, d)``
     (every model sees it) to ``(M, n)``. Each network is 1-Lipschitz in l2 in exact arithmetic;
@@ -364,7 +377,8 @@ class LipschitzMLP(nn.Module):
                  + [torch.randn(1, sizes[-1], generator=g) / math.sqrt(sizes[-1])]
                  for g in gens]
         self.dense_params = nn.ParameterList(
-            nn.Parameter(torch.stack([m[li] for m in draws])) for li in range(len(self.hidden)))
+            nn.Parameter(cayley_parameter(torch.stack([m[li] for m in draws]), b, a))
+            for li, (a, b) in enumerate(self.layer_sizes))
         self.dense_biases = nn.ParameterList(
             nn.Parameter(torch.zeros(self.n_models, b)) for _, b in self.layer_sizes)
         self.head_param = nn.Parameter(torch.stack([m[-1] for m in draws]))
