@@ -58,8 +58,8 @@ def test_bench_images_full_setting_runs_and_says_so(tmp_path):
     if root is None or not (root / "mnist" / "mnist.npz").is_file():
         pytest.skip("MNIST not found: needs ../shared/data/mnist/mnist.npz (or OCSDF_DATA_DIR)")
     code = main(["bench", "images", "--full", "--classes", "1", "--seeds", "1",
-                 "--train-rows", "64", "--test-rows", "100", "--attack-rows", "3",
-                 "--attack-steps", "2", "--restarts", "1", "--eps", "8", "--baselines", "",
+                 "--train-rows", "64", "--test-rows", "100", "--attack-rows", "0",
+                 "--eps", "8", "--baselines", "",
                  "--set", "width=16", "--set", "n_steps=4", "--set", "warmup_steps=1",
                  "--out-dir", str(tmp_path), "--quiet"])
     assert code == 0
@@ -69,3 +69,6 @@ def test_bench_images_full_setting_runs_and_says_so(tmp_path):
     assert "the paper's setting (70 epochs of which 10 warm-up" in notes
     runs = json.loads((tmp_path / "images_mnist_full_runs.json").read_text())["rows"]
     assert runs[0]["n_steps"] == 4 and runs[0]["n_train"] == 64
+    # --attack-rows 0: certificates, no attack
+    assert "ocsdf_cert_8/255" in runs[0] and not any("pgd" in k for k in runs[0])
+    assert "no attack (--attack-rows 0)" in notes
