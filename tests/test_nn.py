@@ -15,6 +15,7 @@ from ocsdf.core.nn import (
     LipschitzMLP,
     cayley_full,
     cayley_orthogonal,
+    cayley_parameter,
     export,
     group_sort2,
     inverse_identity_plus,
@@ -70,6 +71,17 @@ def test_wide_layer_is_the_cayley_transform_of_the_thin_skew_matrix(n, k):
         probe = torch.randn(2, k, n, dtype=torch.float64)
         assert torch.autograd.gradcheck(lambda q: (cayley_orthogonal(q, k, n) * probe).sum(),
                                         (p,))
+    # the k rows a wide layer keeps (cayley_parameter) give the same weights
+    kept = cayley_parameter(p.detach(), k, n)
+    assert kept.shape == (2, k, n)
+    torch.testing.assert_close(cayley_orthogonal(kept, k, n), w.detach(), atol=0, rtol=0)
+    assert cayley_parameter(p, n, k) is p  # tall: the whole draw
+
+
+def test_wide_first_layer_stores_only_its_rows():
+    net = make_mlp(50, 8, 2, n_models=2, seeds=[0, 1])
+    assert [tuple(p.shape) for p in net.dense_params] == [(2, 8, 50), (2, 8, 8)]
+    assert net.weights()[0].shape == (2, 8, 50)
 
 
 @pytest.mark.parametrize("n, leaf", [(13, 4), (40, 64), (70, 64), (9, 2)])
