@@ -17,6 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .certify import CertificatesMixin
+from .core.augment import TransformedNegatives, sum_losses, transforms_for
 from .core.conv import LipschitzConvNet
 from .core.domain import Standardizer, WithBalls, make_domain
 from .core.nn import make_mlp
@@ -381,6 +382,17 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         97.5 / 94.8 shifted by up to 6 pixels (8: the same);
         ``docs/results/images_mnist_studies/``). The value used is ``distance_shift_``. A
         value > 0 with rows is an error.
+    negative_transforms : {"none", "rotate", "flip", "rotate+flip"}, default "none"
+        Images only: training images turned by a quarter, half or three-quarter turn
+        ("rotate"; square images, else the half turn only) and/or flipped top to bottom
+        ("flip") are negatives of a second HKR loss against the training images, added at every
+        update (:mod:`ocsdf.core.augment`): the class's own pixel statistics without its shape,
+        where the Newton negatives start from uniform noise. Costs one more forward/backward
+        pass over ``batch_size`` images per update; the network stays 1-Lipschitz (the bound
+        is unchanged). Use it when the class is not invariant under these transforms (upright
+        objects); "none": training is exactly as without it. Rows: an error.
+    negative_weight : float, default 1.0
+        Weight of that second HKR loss relative to the first (> 0).
 
     Attributes
     ----------
@@ -485,6 +497,8 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         "distance_radius": [Interval(Real, 0, None, closed="left")],
         "distance_loss": [StrOptions({"two_sided", "one_sided"})],
         "distance_shift": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
+        "negative_transforms": [StrOptions({"none", "rotate", "flip", "rotate+flip"})],
+        "negative_weight": [Interval(Real, 0, None, closed="neither")],
     }
 
     def __init__(
@@ -522,6 +536,8 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         distance_radius: float = 0.0,
         distance_loss: str = "two_sided",
         distance_shift: int | str = "auto",
+        negative_transforms: str = "none",
+        negative_weight: float = 1.0,
     ) -> None:
         self.width = width
         self.depth = depth
@@ -555,6 +571,8 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         self.distance_radius = distance_radius
         self.distance_loss = distance_loss
         self.distance_shift = distance_shift
+        self.negative_transforms = negative_transforms
+        self.negative_weight = negative_weight
 
     # ------------------------------------------------------------------ validation
     def _validate_params(self) -> None:
@@ -661,6 +679,9 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         if kind == "rows" and self.distance_shift_ > 0:
             raise InputError(f"distance_shift={self.distance_shift_} shifts images by pixels; "
                              "these are rows (give image_shape, or distance_shift=0)")
+        if kind == "rows" and self.negative_transforms != "none":
+            raise InputError(f"negative_transforms={self.negative_transforms!r} turns images; "
+                             "these are rows (give image_shape, or negative_transforms='none')")
 
     def _train_config(self, seed: int) -> TrainConfig:
         """The :class:`TrainConfig` of this estimator's hyper-parameters (after ``margin_``)."""
@@ -776,6 +797,18 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
             loss=str(self.distance_loss),
             image_shape=self.image_shape_ if self._is_image() else None,
             max_shift=int(self.distance_shift_))
+
+    def _transformed_negatives(self, data: Sequence[torch.Tensor], margins: Sequence[float],
+                               seeds: Sequence[int]):
+        """The ``extra_loss`` of :func:`train` for ``negative_transforms`` other than "none"
+        (:class:`~ocsdf.core.augment.TransformedNegatives`), else None."""
+        if self.negative_transforms == "none":
+            return None
+        return TransformedNegatives(
+            list(data), margins, seeds, image_shape=self.image_shape_,
+            transforms=transforms_for(self.negative_transforms, self.image_shape_),
+            weight=float(self.negative_weight), lam=float(self.lam),
+            batch_size=max(1, int(self.batch_size_) // 2))
 
     def _set_scorer(self, scorer: Scorer) -> None:
         """Make ``scorer`` the fitted model (``mean_`` and ``scale_`` are its standardisation;
@@ -1048,7 +1081,8 @@ def _fit_estimators(ests: Sequence[OCSDF], X_list: Sequence, progress: bool, des
         net = first._make_network(len(ests), seeds).to(device)
         margins = [e.margin_ for e in ests]
         with torch_threads(first.n_threads):
-            extra = first._distance_supervision(data, domain, margins, seeds)
+            extra = sum_losses(first._distance_supervision(data, domain, margins, seeds),
+                               first._transformed_negatives(data, margins, seeds))
             histories = train(net, data, domain, config, margins=margins,
                               seeds=seeds, progress=progress, desc=desc + what,
                               extra_loss=extra)

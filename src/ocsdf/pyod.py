@@ -63,7 +63,8 @@ class OCSDFDetector(BaseDetector):
     width, depth, activation, margin, lam, n_steps, warmup_steps, batch_size, n_newton_steps, \
 learning_rate, lr_schedule, bias_lr_factor, domain, domain_size, standardize, random_state, \
 device, n_threads, verbose, trim, image_shape, network, channels, distance_weight, \
-distance_k, distance_pool, distance_radius, distance_loss, distance_shift
+distance_k, distance_pool, distance_radius, distance_loss, distance_shift, \
+negative_transforms, negative_weight
         Passed unchanged to :class:`ocsdf.OCSDF` (same defaults; ``margin="auto"`` is the
         label-free rule: 0.05 x the median nearest-neighbour distance in standardised units).
         ``trim`` (e.g. 0.1) refits without the lowest-scoring fraction of the training rows,
@@ -134,6 +135,8 @@ distance_k, distance_pool, distance_radius, distance_loss, distance_shift
         distance_radius: float = 0.0,
         distance_loss: str = "two_sided",
         distance_shift: int | str = "auto",
+        negative_transforms: str = "none",
+        negative_weight: float = 1.0,
     ) -> None:
         # BaseDetector only stores ``contamination`` (and rejects one outside (0, 0.5]).
         super().__init__(contamination=contamination)
@@ -167,6 +170,8 @@ distance_k, distance_pool, distance_radius, distance_loss, distance_shift
         self.distance_radius = distance_radius
         self.distance_loss = distance_loss
         self.distance_shift = distance_shift
+        self.negative_transforms = negative_transforms
+        self.negative_weight = negative_weight
 
     def _make_estimator(self) -> OCSDF:
         """The wrapped OCSDF with this detector's hyper-parameters (threshold left to PyOD)."""
