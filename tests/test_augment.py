@@ -84,7 +84,7 @@ def _striped(n, seed):
 def test_fit_with_transformed_negatives_is_sound_and_ranks_turned_images_lower():
     X = _striped(120, 0)
     common = dict(n_steps=150, width=32, depth=2, random_state=0, distance_weight=0.0)
-    plain = OCSDF(**common).fit(X)
+    plain = OCSDF(negative_transforms="none", **common).fit(X)
     model = OCSDF(negative_transforms="rotate+flip", **common).fit(X)
     assert model.lipschitz_ <= 1 + 1e-4
     test = _striped(60, 1)
@@ -92,8 +92,14 @@ def test_fit_with_transformed_negatives_is_sound_and_ranks_turned_images_lower()
     gap = lambda m: np.mean(m.score_samples(test)) - np.mean(m.score_samples(turned))  # noqa
     assert gap(model) > 0
     assert gap(model) > gap(plain) + 0.5
-    # the option is off by default, and is for images only
-    assert OCSDF().negative_transforms == "none"
+    # "auto": turned and flipped images for images, nothing for rows; other values are for
+    # images only
+    auto = OCSDF(**common).fit(X)
+    assert auto.negative_transforms_ == "rotate+flip"
+    assert np.array_equal(auto.score_samples(X), OCSDF(
+        negative_transforms="rotate+flip", **common).fit(X).score_samples(X))
+    rows = OCSDF(n_steps=5).fit(np.random.default_rng(0).normal(size=(30, 4)))
+    assert rows.negative_transforms_ == "none"
     with pytest.raises(InputError, match="negative_transforms='rotate' turns images"):
         OCSDF(negative_transforms="rotate", n_steps=5).fit(np.random.default_rng(0).normal(
             size=(30, 4)))

@@ -122,16 +122,19 @@ def _mnist():
     return np.load(path)
 
 
-@pytest.mark.parametrize("network, floor", [("dense", 0.95), ("conv", 0.9)])
-def test_mnist_two_digits_in_seconds(network, floor):
-    """Trained on 1,000 zeros (about 10 s on one CPU thread), zeros vs ones of the test set;
-    the default (dense) network reaches 0.95, the convolutional one (not the default: it does
-    worse on MNIST, see OCSDF's ``network``) 0.9."""
+@pytest.mark.parametrize("network, floor, steps", [("dense", 0.95, 1000), ("conv", 0.9, 150)])
+def test_mnist_two_digits_in_seconds(network, floor, steps):
+    """Trained on 1,000 zeros (about 6 s for the dense network, 17 s for the convolutional one
+    on one CPU thread), zeros vs ones of the test set: the default (dense) network reaches
+    0.95 (measured 0.983), the convolutional one (not the default: it does worse on MNIST, see
+    OCSDF's ``network``) 0.9 (0.920). With the turned and flipped negatives of the image
+    defaults the dense network needs more than the 150 steps that used to do (0.94 there,
+    1.000 without them)."""
     d = _mnist()
     x_train = d["x_train"][d["y_train"] == 0][:1000] / 255.0
     keep = np.isin(d["y_test"], (0, 1))
     x_test, y_test = d["x_test"][keep][:1000] / 255.0, d["y_test"][keep][:1000]
-    model = OCSDF(n_steps=150, warmup_steps=15, width=64, depth=1, network=network,
+    model = OCSDF(n_steps=steps, warmup_steps=steps // 10, width=64, depth=1, network=network,
                   channels=(4, 8, 8), random_state=0).fit(x_train)
     auroc = roc_auc_score(y_test == 0, model.score_samples(x_test))
     assert auroc >= floor

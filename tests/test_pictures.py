@@ -101,3 +101,8 @@ def test_fit_command_takes_an_npz_of_images(tmp_path, capsys):
     assert main(["fit", str(tmp_path / "one.npy"), "--model", str(tmp_path / "m2"), "--steps",
                  "5", "--width", "8", "--depth", "1", "--quiet"]) == 0
     assert OCSDF.load(tmp_path / "m2").image_shape_ == (1, 8, 8)
+    assert OCSDF.load(tmp_path / "m2").negative_transforms_ == "rotate+flip"  # the image default
+    assert main(["fit", str(tmp_path / "one.npy"), "--model", str(tmp_path / "m3"), "--steps",
+                 "5", "--width", "8", "--depth", "1", "--quiet", "--negative-transforms",
+                 "none"]) == 0
+    assert OCSDF.load(tmp_path / "m3").negative_transforms_ == "none"

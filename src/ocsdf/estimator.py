@@ -27,7 +27,8 @@ from .core.training import LR_SCHEDULES, TrainConfig, TrainHistory, train
 from .errors import DomainWarning, InputError, ModelFileError
 
 __all__ = ["AUTO_BATCH", "AUTO_BY_KIND", "AUTO_DISTANCE_SHIFT", "AUTO_DISTANCE_WEIGHT",
-           "AUTO_NEWTON_STEPS", "AUTO_STEPS", "AUTO_WIDTH", "OCSDF", "fit_many"]
+           "AUTO_NEGATIVE_TRANSFORMS", "AUTO_NEWTON_STEPS", "AUTO_STEPS", "AUTO_WIDTH", "OCSDF",
+           "fit_many"]
 
 
 #: What ``n_steps="auto"`` means, by the kind of data ("rows": tables; "images").
@@ -40,6 +41,9 @@ AUTO_DISTANCE_SHIFT = {"rows": 0, "images": 6}
 AUTO_NEWTON_STEPS = {"rows": 1, "images": 4}
 #: What ``width="auto"`` means, by the kind of data (hidden units per dense layer).
 AUTO_WIDTH = {"rows": 64, "images": 128}
+#: What ``negative_transforms="auto"`` means, by the kind of data (images turned and flipped as
+#: negatives, :mod:`ocsdf.core.augment`; rows have none).
+AUTO_NEGATIVE_TRANSFORMS = {"rows": "none", "images": "rotate+flip"}
 #: What ``batch_size="auto"`` means, by the kind of data (positives, and as many negatives, per
 #: step).
 AUTO_BATCH = {"rows": 96, "images": 128}
@@ -48,7 +52,8 @@ AUTO_BATCH = {"rows": 96, "images": 128}
 #: the table's values.
 AUTO_BY_KIND = {"width": AUTO_WIDTH, "n_steps": AUTO_STEPS, "n_newton_steps": AUTO_NEWTON_STEPS,
                 "batch_size": AUTO_BATCH, "distance_weight": AUTO_DISTANCE_WEIGHT,
-                "distance_shift": AUTO_DISTANCE_SHIFT}
+                "distance_shift": AUTO_DISTANCE_SHIFT,
+                "negative_transforms": AUTO_NEGATIVE_TRANSFORMS}
 
 
 def resolve_auto(value, table: dict, kind: str = "rows"):
@@ -382,15 +387,21 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         97.5 / 94.8 shifted by up to 6 pixels (8: the same);
         ``docs/results/images_mnist_studies/``). The value used is ``distance_shift_``. A
         value > 0 with rows is an error.
-    negative_transforms : {"none", "rotate", "flip", "rotate+flip"}, default "none"
+    negative_transforms : {"auto", "none", "rotate", "flip", "rotate+flip"}, default "auto"
         Images only: training images turned by a quarter, half or three-quarter turn
         ("rotate"; square images, else the half turn only) and/or flipped top to bottom
-        ("flip") are negatives of a second HKR loss against the training images, added at every
-        update (:mod:`ocsdf.core.augment`): the class's own pixel statistics without its shape,
-        where the Newton negatives start from uniform noise. Costs one more forward/backward
+        ("flip") are the negatives of a second HKR loss against the training images, added at
+        every update (:mod:`ocsdf.core.augment`): the class's own pixel statistics without its
+        shape, where the Newton negatives start from uniform noise. One more forward/backward
         pass over ``batch_size`` images per update; the network stays 1-Lipschitz (the bound
-        is unchanged). Use it when the class is not invariant under these transforms (upright
-        objects); "none": training is exactly as without it. Rows: an error.
+        is unchanged). "auto": "rotate+flip" for images, "none" for rows
+        (:data:`AUTO_NEGATIVE_TRANSFORMS`; ``docs/results/images_cifar10_studies/``: on the
+        CIFAR-10 subset, 10 classes, 1000 steps, mean AUROC 60.9 without, 64.2 "rotate", 64.7
+        "flip", 67.0 "rotate+flip"; on MNIST, 10 digits x 2 seeds, 97.5 -> 97.2, certified at
+        l2 36/255 94.8 -> 95.5). Give "none" for a class that looks the same turned or flipped
+        (a zero, a texture, images without an up): MNIST zeros lose 2.9 points with it. The
+        value used is ``negative_transforms_``; with rows, anything but "none" or "auto" is an
+        error.
     negative_weight : float, default 1.0
         Weight of that second HKR loss relative to the first (> 0).
 
@@ -497,7 +508,7 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         "distance_radius": [Interval(Real, 0, None, closed="left")],
         "distance_loss": [StrOptions({"two_sided", "one_sided"})],
         "distance_shift": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
-        "negative_transforms": [StrOptions({"none", "rotate", "flip", "rotate+flip"})],
+        "negative_transforms": [StrOptions({"auto", "none", "rotate", "flip", "rotate+flip"})],
         "negative_weight": [Interval(Real, 0, None, closed="neither")],
     }
 
@@ -536,7 +547,7 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         distance_radius: float = 0.0,
         distance_loss: str = "two_sided",
         distance_shift: int | str = "auto",
-        negative_transforms: str = "none",
+        negative_transforms: str = "auto",
         negative_weight: float = 1.0,
     ) -> None:
         self.width = width
@@ -669,7 +680,8 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
 
     def _resolve_auto(self) -> None:
         """Set ``width_``, ``n_steps_``, ``warmup_steps_``, ``n_newton_steps_``,
-        ``distance_weight_`` and ``distance_shift_``: the parameters, with "auto" resolved by
+        ``distance_weight_``, ``distance_shift_`` and ``negative_transforms_``: the parameters,
+        with "auto" resolved by
         the kind of data (rows or images; after validation)."""
         kind = "images" if self._is_image() else "rows"
         for name, table in AUTO_BY_KIND.items():
@@ -679,8 +691,8 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         if kind == "rows" and self.distance_shift_ > 0:
             raise InputError(f"distance_shift={self.distance_shift_} shifts images by pixels; "
                              "these are rows (give image_shape, or distance_shift=0)")
-        if kind == "rows" and self.negative_transforms != "none":
-            raise InputError(f"negative_transforms={self.negative_transforms!r} turns images; "
+        if kind == "rows" and self.negative_transforms_ != "none":
+            raise InputError(f"negative_transforms={self.negative_transforms_!r} turns images; "
                              "these are rows (give image_shape, or negative_transforms='none')")
 
     def _train_config(self, seed: int) -> TrainConfig:
@@ -802,11 +814,11 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
                                seeds: Sequence[int]):
         """The ``extra_loss`` of :func:`train` for ``negative_transforms`` other than "none"
         (:class:`~ocsdf.core.augment.TransformedNegatives`), else None."""
-        if self.negative_transforms == "none":
+        if self.negative_transforms_ == "none":
             return None
         return TransformedNegatives(
             list(data), margins, seeds, image_shape=self.image_shape_,
-            transforms=transforms_for(self.negative_transforms, self.image_shape_),
+            transforms=transforms_for(self.negative_transforms_, self.image_shape_),
             weight=float(self.negative_weight), lam=float(self.lam),
             batch_size=max(1, int(self.batch_size_) // 2))
 

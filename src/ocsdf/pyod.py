@@ -135,7 +135,7 @@ negative_transforms, negative_weight
         distance_radius: float = 0.0,
         distance_loss: str = "two_sided",
         distance_shift: int | str = "auto",
-        negative_transforms: str = "none",
+        negative_transforms: str = "auto",
         negative_weight: float = 1.0,
     ) -> None:
         # BaseDetector only stores ``contamination`` (and rejects one outside (0, 0.5]).

@@ -78,6 +78,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--normal-only", action="store_true",
                    help="for an .npz holding labels y beside X (ADBench files): train on the "
                    "rows with y == 0 only")
+    p.add_argument("--negative-transforms", default="auto",
+                   choices=("auto", "none", "rotate", "flip", "rotate+flip"),
+                   help="images: training images turned and/or flipped as negatives ('auto': "
+                   "rotate+flip for images, none for rows); 'none' for a class that looks the "
+                   "same turned or flipped (a zero, a texture)")
     p.add_argument("--seed", type=int, default=0, help="random seed (0)")
     add_device(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -156,7 +161,7 @@ def _estimator(args: argparse.Namespace):
         contamination=args.contamination, random_state=args.seed, device=args.device,
         verbose=not args.quiet, domain=args.domain, domain_size=args.domain_size,
         standardize="cover" if args.cover else args.domain != "unit",
-        fpr=args.fpr, trim=args.trim,
+        fpr=args.fpr, trim=args.trim, negative_transforms=args.negative_transforms,
     )
 
 
