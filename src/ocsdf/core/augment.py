@@ -27,7 +27,8 @@ import torch
 
 from .loss import hkr_loss
 
-__all__ = ["TRANSFORM_SETS", "TransformedNegatives", "transform_images", "transforms_for"]
+__all__ = ["TRANSFORM_SETS", "TransformedNegatives", "sum_losses", "transform_images",
+           "transforms_for"]
 
 #: Transforms of each named set: "rot90" / "rot180" / "rot270" turn the image counter-clockwise
 #: by that angle, "vflip" flips it top to bottom.
