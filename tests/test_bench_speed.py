@@ -144,7 +144,9 @@ def test_default_fit_rows_compare_with_isolation_forest():
         pytest.skip("ADBench data not found (../shared/data or OCSDF_DATA_DIR)")
     rows = speed._default_fit_rows(seeds=(0,))
     assert [r["variant"] for r in rows][0] == "scikit-learn IsolationForest"
-    # IF, the default, the two previous defaults (T = 4; 128 x 3 with T = 4), the fast one
-    assert rows[0]["ratio_vs_reference"] == 1.0 and len(rows) == 5
+    # IF, the default, the autograd step (batch 96 and 128), the four previous defaults
+    # (batch 128; T = 4; 128 x 3 with T = 4) and the fast one
+    assert rows[0]["ratio_vs_reference"] == 1.0 and len(rows) == 8
+    assert rows[1]["variant"].startswith("OCSDF() (default") and "fast" in rows[-1]["variant"]
     for r in rows:
         assert r["value"] > 0 and "AUROC per seed 0." in r["note"]
