@@ -517,3 +517,7 @@ def test_fit_help_states_the_estimators_defaults():
 
     sig = inspect.signature(OCSDF)
     assert {k: sig.parameters[k].default for k in FIT_DEFAULTS} == FIT_DEFAULTS
+    from ocsdf.cli.fit import NEGATIVE_TRANSFORMS
+    from ocsdf.core.augment import TRANSFORM_SETS
+
+    assert NEGATIVE_TRANSFORMS == ("auto", "none", *TRANSFORM_SETS)

@@ -17,7 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .certify import CertificatesMixin
-from .core.augment import TransformedNegatives, sum_losses, transforms_for
+from .core.augment import TRANSFORM_SETS, TransformedNegatives, sum_losses, transforms_for
 from .core.conv import LipschitzConvNet
 from .core.domain import Standardizer, WithBalls, make_domain
 from .core.nn import make_mlp
@@ -508,7 +508,7 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         "distance_radius": [Interval(Real, 0, None, closed="left")],
         "distance_loss": [StrOptions({"two_sided", "one_sided"})],
         "distance_shift": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
-        "negative_transforms": [StrOptions({"auto", "none", "rotate", "flip", "rotate+flip"})],
+        "negative_transforms": [StrOptions({"auto", "none", *TRANSFORM_SETS})],
         "negative_weight": [Interval(Real, 0, None, closed="neither")],
     }
 

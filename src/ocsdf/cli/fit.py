@@ -31,6 +31,9 @@ FIT_DEFAULTS = {"n_steps": "auto", "width": "auto", "depth": 3}
 #: ``ocsdf.streamfit.DEFAULT_BUFFER_ROWS`` and ``ocsdf.stream.DEFAULT_CHUNK_ROWS``, for the help
 #: text (a test checks that they agree).
 DEFAULT_BUFFER_ROWS = 200_000
+#: The values of OCSDF's ``negative_transforms`` (``ocsdf.core.augment.TRANSFORM_SETS`` with
+#: "auto" and "none"; a test checks that they agree).
+NEGATIVE_TRANSFORMS = ("auto", "none", "rotate", "flip", "rotate+flip")
 DEFAULT_CHUNK_ROWS = 65_536
 
 
@@ -79,7 +82,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="for an .npz holding labels y beside X (ADBench files): train on the "
                    "rows with y == 0 only")
     p.add_argument("--negative-transforms", default="auto",
-                   choices=("auto", "none", "rotate", "flip", "rotate+flip"),
+                   choices=NEGATIVE_TRANSFORMS,
                    help="images: training images turned and/or flipped as negatives ('auto': "
                    "rotate+flip for images, none for rows); 'none' for a class that looks the "
                    "same turned or flipped (a zero, a texture)")

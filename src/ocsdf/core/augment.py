@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .loss import hkr_loss
+from .runtime import side_generators
 
 __all__ = ["TRANSFORM_SETS", "TransformedNegatives", "sum_losses", "transform_images",
            "transforms_for"]
@@ -108,8 +109,7 @@ class TransformedNegatives:
         self.image_shape = tuple(int(v) for v in image_shape)
         self.transforms = tuple(transforms)
         device = self.data[0].device
-        self.generators = [torch.Generator(device=device).manual_seed(
-            (int(s) * 2246822519 + 131) % (2**63 - 1)) for s in seeds]
+        self.generators = side_generators(seeds, device, 2246822519, 131)
         self.margins = torch.as_tensor(list(margins), dtype=self.data[0].dtype, device=device)
         self.weight, self.lam, self.batch_size = float(weight), float(lam), int(batch_size)
 

@@ -44,6 +44,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .domain import Domain
+from .runtime import side_generators
 
 __all__ = ["POOL_SHARES", "DistancePool", "DistanceSupervision", "build_pool", "kth_distances",
            "shifted_images"]
@@ -259,8 +260,7 @@ class DistanceSupervision:
         if not weight > 0:
             raise ValueError(f"weight must be > 0, got {weight}")
         device, dtype = data[0].device, data[0].dtype
-        self.generators = [torch.Generator(device=device).manual_seed(
-            (int(s) * 2654435761 + 97) % (2**63 - 1)) for s in seeds]
+        self.generators = side_generators(seeds, device, 2654435761, 97)
         self.pools = [build_pool(x, domain, int(pool_size), int(k), g,
                                  image_shape=image_shape, max_shift=int(max_shift))
                       for x, g in zip(data, self.generators)]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import torch
 
-__all__ = ["torch_device", "torch_threads"]
+__all__ = ["side_generators", "torch_device", "torch_threads"]
 
 
 @contextlib.contextmanager
@@ -35,3 +35,13 @@ def torch_device(device: str | torch.device) -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("device='cuda' was requested but CUDA is not available on this machine")
     return dev
+
+
+def side_generators(seeds: Sequence[int], device: str | torch.device, multiplier: int,
+                    offset: int) -> list[torch.Generator]:
+    """One generator per model for a part of training that must not draw from the training
+    generators (an ``extra_loss``), seeded ``(seed * multiplier + offset) mod (2^63 - 1)``: each
+    part picks its own constants, so that the parts' streams differ from each other and from
+    the training stream of the same seed."""
+    return [torch.Generator(device=device).manual_seed((int(s) * multiplier + offset)
+                                                       % (2**63 - 1)) for s in seeds]
