@@ -70,6 +70,19 @@ def test_fit_trim_option(train_csv, tmp_path, capsys):
     assert "--trim: expected a fraction in [0, 0.5), got '0.5'" in capsys.readouterr().err
 
 
+def test_fit_negative_spread_option(train_csv, tmp_path, capsys):
+    out = tmp_path / "m"
+    assert main(["fit", str(train_csv), "--model", str(out), "--columns", "a,b",
+                 "--negative-spread", "0.5", *TINY]) == 0
+    assert OCSDF.load(out).negative_spread == 0.5
+    capsys.readouterr()
+    for bad in ("0", "1.5"):
+        assert main(["fit", str(train_csv), "--model", str(out), "--negative-spread", bad,
+                     *TINY]) == 2
+        assert (f"--negative-spread: expected a number in (0, 1], got '{bad}'"
+                in capsys.readouterr().err)
+
+
 def test_fit_then_score_round_trip(model_dir, train_csv, tmp_path, capsys):
     capsys.readouterr()
     scores = tmp_path / "scores.csv"

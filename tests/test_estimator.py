@@ -155,6 +155,8 @@ def test_input_error_is_a_value_error():
         (dict(trim=-0.1), r"'trim' .* a float in the range \[0.0, 0.5\). Got -0.1"),
         (dict(fpr=1.5), r"'fpr' .* a float in the range \(0.0, 1.0\) or None"),
         (dict(n_threads=0), r"'n_threads' .* an int in the range \[1, inf\) or None"),
+        (dict(negative_spread=0.0), r"'negative_spread' .* a float in the range \(0.0, 1.0\]"),
+        (dict(negative_spread=1.5), r"'negative_spread' .* a float in the range \(0.0, 1.0\]"),
     ],
 )
 def test_bad_parameters_are_named(params, message):
@@ -172,6 +174,24 @@ def test_parameters_are_keyword_only():
 def test_cuda_requested_without_cuda():
     with pytest.raises(ValueError, match="CUDA is not available"):
         OCSDF(**TINY, device="cuda").fit(np.random.default_rng(0).normal(size=(10, 2)))
+
+
+def test_negative_spread_finds_the_hole_of_a_ring():
+    """A ring of radius 1 to 1.5: its centre is 1 from the data (signed distance -1). With
+    negatives uniform in [-5, 5]^2 few start in the hole and the network fills it (f(0) > 0
+    here); with half of them started in the box shrunk to 0.3 (area 9 instead of 100) the
+    hole is found. The parameter reaches the trainer's config."""
+    rng = np.random.default_rng(0)
+    angle, radius = rng.uniform(0, 2 * np.pi, 600), rng.uniform(1.0, 1.5, 600)
+    X = np.c_[radius * np.cos(angle), radius * np.sin(angle)]
+    for seed in (0, 1):
+        at_centre = {}
+        for a in (1.0, 0.3):
+            model = OCSDF(n_steps=300, random_state=seed, negative_spread=a,
+                          standardize=False).fit(X)
+            assert model._train_config(seed).negative_spread == a
+            at_centre[a] = float(model.score_samples(np.zeros((1, 2)))[0])
+        assert at_centre[0.3] < 0 and at_centre[0.3] < at_centre[1.0] - 0.2, at_centre
 
 
 def test_trim_refits_on_the_rows_the_first_fit_scores_highest():

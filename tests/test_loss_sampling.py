@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ocsdf.core.domain import Ball, Box
+from ocsdf.core.domain import Ball, Box, WithBalls
 from ocsdf.core.loss import hkr_loss, hkr_loss_and_grad
-from ocsdf.core.sampling import newton_raphson_negatives
+from ocsdf.core.sampling import domain_centre, negative_starts, newton_raphson_negatives
 
 
 def test_hkr_loss_matches_formula():
@@ -82,6 +82,46 @@ def test_zero_steps_gives_uniform_samples_in_the_box():
     z = newton_raphson_negatives(lambda z: z.sum(-1), Box(-5, 5), 20000, 3, 0, 0.1, gen)
     assert z.min() >= -5 and z.max() <= 5
     assert z.mean(0).abs().max() < 0.1
+
+
+@pytest.mark.parametrize("domain", [Box(-5, 5), Box(0, 1), Ball(3.0)])
+def test_spread_puts_half_the_starts_in_the_shrunk_domain(domain):
+    """spread = a: each start is a draw of B, moved with probability 1/2 to c + a (z - c); the
+    draw of B is the one spread = 1 makes (same generator, same first draw), so the starts are
+    exactly a mix of the paper's starts and their shrunk copies."""
+    n, d, a = 20000, 3, 0.4
+    plain, _ = negative_starts(domain, n, d, 0, [torch.Generator().manual_seed(7)])
+    spread, _ = negative_starts(domain, n, d, 0, [torch.Generator().manual_seed(7)], spread=a)
+    c = domain_centre(domain)
+    shrunk = torch.isclose(spread, c + a * (plain - c), atol=1e-6).all(-1)[0]
+    same = (spread == plain).all(-1)[0]
+    assert bool((shrunk | same).all())
+    share = shrunk.double().mean().item()
+    assert abs(share - 0.5) < 0.02  # 4.5 binomial standard deviations at n = 20000
+    # every start stays in B: the shrunk copies of B's points lie in a B shrunk about c
+    assert float(domain.distance_outside(spread[0]).max()) == 0.0
+    # the shrunk half lies a times as far from the centre
+    r_plain = (plain[0][shrunk] - c).norm(dim=-1).mean()
+    r_spread = (spread[0][shrunk] - c).norm(dim=-1).mean()
+    assert abs(float(r_spread / r_plain) - a) < 1e-5
+
+
+def test_spread_one_is_the_paper_and_out_of_range_is_an_error():
+    f = lambda z: 1.0 - z.norm(dim=-1)  # noqa: E731
+    base = newton_raphson_negatives(f, Ball(5.0), 200, 2, 2, 0.1, torch.Generator().manual_seed(1))
+    same = newton_raphson_negatives(f, Ball(5.0), 200, 2, 2, 0.1,
+                                    torch.Generator().manual_seed(1), spread=1.0)
+    assert torch.equal(base, same)
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="spread must be in"):
+            negative_starts(Ball(5.0), 4, 2, 1, [torch.Generator()], spread=bad)
+
+
+def test_domain_centre_of_each_domain():
+    assert domain_centre(Box(-5, 5)) == 0.0
+    assert domain_centre(Box(0, 1)) == 0.5
+    assert domain_centre(Ball(2.0)) == 0.0
+    assert domain_centre(WithBalls(Box(-2, 4), [[9.0, 9.0]], 0.1)) == 1.0
 
 
 def test_samples_stay_in_the_domain_after_projection():

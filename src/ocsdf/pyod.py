@@ -64,7 +64,7 @@ class OCSDFDetector(BaseDetector):
 learning_rate, lr_schedule, bias_lr_factor, domain, domain_size, standardize, random_state, \
 device, n_threads, verbose, trim, image_shape, network, channels, distance_weight, \
 distance_k, distance_pool, distance_radius, distance_loss, distance_shift, \
-negative_transforms, negative_weight
+negative_transforms, negative_weight, negative_spread
         Passed unchanged to :class:`ocsdf.OCSDF` (same defaults; ``margin="auto"`` is the
         label-free rule: 0.05 x the median nearest-neighbour distance in standardised units).
         ``trim`` (e.g. 0.1) refits without the lowest-scoring fraction of the training rows,
@@ -137,6 +137,7 @@ negative_transforms, negative_weight
         distance_shift: int | str = "auto",
         negative_transforms: str = "auto",
         negative_weight: float = 1.0,
+        negative_spread: float = 1.0,
     ) -> None:
         # BaseDetector only stores ``contamination`` (and rejects one outside (0, 0.5]).
         super().__init__(contamination=contamination)
@@ -172,6 +173,7 @@ negative_transforms, negative_weight
         self.distance_shift = distance_shift
         self.negative_transforms = negative_transforms
         self.negative_weight = negative_weight
+        self.negative_spread = negative_spread
 
     def _make_estimator(self) -> OCSDF:
         """The wrapped OCSDF with this detector's hyper-parameters (threshold left to PyOD)."""

@@ -20,6 +20,7 @@ from .options import (
     column_list,
     open_fraction,
     positive_int,
+    spread_fraction,
     trim_fraction,
 )
 
@@ -78,6 +79,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trim", type=trim_fraction, default=0.0,
                    help="the rows may hold anomalies: refit without this fraction of rows, "
                    "those the first fit scores lowest, in [0, 0.5) (0: one fit; default)")
+    p.add_argument("--negative-spread", type=spread_fraction, default=1.0, metavar="A",
+                   help="the rows are all normal and their gaps matter: start half of the "
+                   "negatives in B shrunk by A in (0, 1] about its centre, nearer the data "
+                   "(1: uniform in B; default). 0.5 raised the one-class AUROC of the 19 "
+                   "ADBench sets 91.5 -> 92.2 %% and lowered it to 79.6 %% on rows with anomalies")
     p.add_argument("--normal-only", action="store_true",
                    help="for an .npz holding labels y beside X (ADBench files): train on the "
                    "rows with y == 0 only")
@@ -165,6 +171,7 @@ def _estimator(args: argparse.Namespace):
         verbose=not args.quiet, domain=args.domain, domain_size=args.domain_size,
         standardize="cover" if args.cover else args.domain != "unit",
         fpr=args.fpr, trim=args.trim, negative_transforms=args.negative_transforms,
+        negative_spread=args.negative_spread,
     )
 
 

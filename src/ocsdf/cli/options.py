@@ -68,6 +68,11 @@ def trim_fraction(text: str) -> float:
     return _number_in(text, lambda v: 0 <= v < 0.5, "a fraction in [0, 0.5)")
 
 
+def spread_fraction(text: str) -> float:
+    """argparse type of ``--negative-spread``: a float in ``(0, 1]``."""
+    return _number_in(text, lambda v: 0 < v <= 1, "a number in (0, 1]")
+
+
 def open_fraction(text: str) -> float:
     """argparse type: a number strictly between 0 and 1 (a rate such as ``--fpr``)."""
     return _number_in(text, lambda v: 0 < v < 1, "a number between 0 and 1")

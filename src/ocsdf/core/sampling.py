@@ -6,9 +6,10 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .domain import Domain
+from .domain import Ball, Box, Domain
 
-__all__ = ["negative_starts", "newton_raphson_negatives", "newton_step", "stack_models"]
+__all__ = ["domain_centre", "negative_starts", "newton_raphson_negatives", "newton_step",
+           "stack_models"]
 
 
 def newton_raphson_negatives(
@@ -23,6 +24,7 @@ def newton_raphson_negatives(
     dtype: torch.dtype = torch.float32,
     value_and_grad: Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     eta: float | None = None,
+    spread: float = 1.0,
 ) -> torch.Tensor:
     """Draw ``n`` negatives per model near the level set ``{f = -margin}`` (paper Algorithm 1).
 
@@ -55,6 +57,8 @@ def newton_raphson_negatives(
     eta : float, optional
         A fixed step size for every sample instead of ``eta ~ U[0, 1]`` (no step-size draw):
         ``eta = 1`` moves each sample along the whole path (the paper's Figure 4 pictures).
+    spread : float in (0, 1], default 1
+        Where the starts lie (:func:`negative_starts`): 1 = uniform in B (the paper).
 
     Returns
     -------
@@ -62,7 +66,7 @@ def newton_raphson_negatives(
     """
     single = isinstance(generator, torch.Generator)
     gens = [generator] if single else list(generator)
-    z, eta = negative_starts(domain, n, d, n_steps, gens, device, dtype, eta)
+    z, eta = negative_starts(domain, n, d, n_steps, gens, device, dtype, eta, spread)
     if n_steps > 0:
         fm = (lambda x: f(x[0]).unsqueeze(0)) if single else f
         for _ in range(n_steps):
@@ -82,13 +86,29 @@ def newton_raphson_negatives(
 
 def negative_starts(domain: Domain, n: int, d: int, n_steps: int,
                     generators: Sequence[torch.Generator], device: str | torch.device = "cpu",
-                    dtype: torch.dtype = torch.float32, eta: float | None = None
-                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The random part of Algorithm 1: starts ``z0 ~ U(B)`` ``(M, n, d)`` and step sizes
-    ``eta / T`` ``(M, n, 1)`` (None when ``n_steps = 0``), model ``i`` drawing its starts, then
-    its step sizes, from ``generators[i]``. ``eta``: a fixed step size instead of
-    ``U[0, 1]``."""
-    z = stack_models([domain.sample(n, d, g, device) for g in generators]).to(dtype)
+                    dtype: torch.dtype = torch.float32, eta: float | None = None,
+                    spread: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The random part of Algorithm 1: starts ``z0`` ``(M, n, d)`` and step sizes ``eta / T``
+    ``(M, n, 1)`` (None when ``n_steps = 0``), model ``i`` drawing its starts, then its step
+    sizes, from ``generators[i]``. ``eta``: a fixed step size instead of ``U[0, 1]``.
+
+    ``spread = 1``: ``z0 ~ U(B)`` (the paper). ``spread = a < 1``: each start is drawn in B, then,
+    with probability 1/2 (one more uniform draw per start, right after the start), moved to
+    ``c + a (z0 - c)``, ``c`` the centre of B: half the starts are uniform in B shrunk by ``a``
+    about its centre, nearer the data that standardisation centres there. Both halves stay in B
+    (it is convex and holds ``c``).
+    """
+    if not 0 < spread <= 1:
+        raise ValueError(f"spread must be in (0, 1], got {spread}")
+    parts = []
+    for g in generators:
+        z0 = domain.sample(n, d, g, device)
+        if spread < 1:
+            centre = domain_centre(domain)
+            near = torch.rand(n, 1, generator=g, device=device) < 0.5
+            z0 = centre + torch.where(near, spread, 1.0) * (z0 - centre)
+        parts.append(z0)
+    z = stack_models(parts).to(dtype)
     if n_steps <= 0:
         return z, None
     steps = (torch.full((len(generators), n, 1), float(eta), dtype=dtype, device=device)
@@ -96,6 +116,17 @@ def negative_starts(domain: Domain, n: int, d: int, n_steps: int,
              stack_models([torch.rand(n, 1, generator=g, device=device) for g in generators]
                           ).to(dtype))
     return z, (steps / n_steps if n_steps != 1 else steps)
+
+
+def domain_centre(domain: Domain) -> float:
+    """Centre of B, the same in every coordinate: the box's midpoint, the ball's origin (the
+    base of a :class:`~ocsdf.core.domain.WithBalls` domain, where negatives start)."""
+    base = getattr(domain, "base", domain)
+    if isinstance(base, Box):
+        return 0.5 * (base.low + base.high)
+    if isinstance(base, Ball):
+        return 0.0
+    raise TypeError(f"no centre for a domain of type {type(base).__name__}")
 
 
 def stack_models(parts: Sequence[torch.Tensor]) -> torch.Tensor:

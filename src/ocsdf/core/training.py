@@ -91,6 +91,10 @@ class TrainConfig:
         True: every step by autograd, the Newton pass not fused, even where the network offers
         the hand-written step (:func:`train`); slower, the same gradients to float rounding.
         For comparisons and checks (``ocsdf bench speed``'s "before" row).
+    negative_spread : float in (0, 1]
+        Where the negatives' starts lie (:func:`~ocsdf.core.sampling.negative_starts`): 1 =
+        uniform in B (the paper); ``a < 1``: half of them uniform in B shrunk by ``a`` about its
+        centre.
     """
 
     n_steps: int = 1000
@@ -106,8 +110,11 @@ class TrainConfig:
     lr_schedule: str = "constant"
     seed: int = 0
     autograd: bool = False
+    negative_spread: float = 1.0
 
     def __post_init__(self) -> None:
+        if not 0 < self.negative_spread <= 1:
+            raise ValueError(f"negative_spread must be in (0, 1], got {self.negative_spread}")
         if not self.bias_lr_factor > 0:
             raise ValueError(f"bias_lr_factor must be > 0, got {self.bias_lr_factor}")
         if self.lr_schedule not in LR_SCHEDULES:
@@ -393,11 +400,13 @@ def train(
                 neg = newton_raphson_negatives(
                     lambda z, frozen=frozen: model.forward_with(frozen, z),
                     domain, bs, d, t, margin_t, gens, device, dtype,
-                    value_and_grad=(lambda z, frozen=frozen: manual(frozen, z)) if manual else None)
+                    value_and_grad=(lambda z, frozen=frozen: manual(frozen, z)) if manual else None,
+                    spread=config.negative_spread)
             parts = [positives.draw(gens, bs).to(dtype), neg]
             starts = None
             if fused and config.warmup_steps <= step + 1 < config.n_steps:
-                starts = negative_starts(domain, bs, d, 1, gens, device, dtype)
+                starts = negative_starts(domain, bs, d, 1, gens, device, dtype,
+                                         spread=config.negative_spread)
                 parts.append(starts[0])
             batch = torch.cat(parts, dim=1)
             for k in range(config.n_updates):
