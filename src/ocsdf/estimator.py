@@ -312,8 +312,11 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         first fit, drop the ``trim`` fraction of training rows with the lowest scores (the
         likeliest anomalies) and fit again, from the same seed, on the rest (standardisation
         and label-free margin recomputed on them). Calibration rows (``fpr``) are never
-        trimmed. Doubles the fit time. 0 = one fit. Measured in the AD protocol of
-        ``docs/results/tabular_trim/``.
+        trimmed. Doubles the fit time. 0 = one fit. Measured on the 19 ADBench sets, 5 seeds
+        (``docs/results/tabular_negatives/``, current defaults): 0.05 / 0.1 / 0.2 raise the mean
+        AUROC with anomalies among the training rows from 85.20 to 86.26 / 86.50 / 86.58 % and
+        lower it on clean rows from 91.49 to 91.30 / 91.12 / 90.57 % (earlier defaults:
+        ``docs/results/tabular_trim/``).
     random_state : int, RandomState or None, default None
         Seeds the initial weights, the negatives and the batches.
     device : str, default "cpu"
