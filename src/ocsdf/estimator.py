@@ -417,6 +417,7 @@ class OCSDF(CertificatesMixin, OutlierMixin, BaseEstimator):
         one-class mean AUROC goes 91.49 -> 92.15 % (glass +7.7, vertebral +8.7, optdigits
         +6.9, vowels +5.5; mammography -7.3, pima -3.6), but with anomalies among the training
         rows 85.20 -> 79.55 % (the tighter network covers them too), hence not the default.
+        On MNIST (digits 0, 2, 8, one seed) no effect: 94.92 -> 94.78 %.
 
     Attributes
     ----------
