@@ -160,6 +160,26 @@ def test_split_and_subsample():
         harness.split_indices(y, "xx", 0)
 
 
+def test_protocol_rows_are_the_bench_rows():
+    """protocol_rows = subsample, then split the kept rows: the rows a bench run of that seed
+    trains and evaluates on (each row of X is its own index, so rows name themselves)."""
+    from ocsdf.data import protocol_rows
+
+    y = np.r_[np.zeros(90, int), np.ones(10, int)]
+    X = np.arange(100.0)[:, None]
+    for protocol in ("ad", "oc"):
+        x_tr, x_te, y_te = protocol_rows(X, y, protocol, seed=3, max_rows=50)
+        keep = harness.subsample_indices(y, 50, seed=3)
+        tr, te = harness.split_indices(y[keep], protocol, seed=3)
+        np.testing.assert_array_equal(x_tr[:, 0], keep[tr])
+        np.testing.assert_array_equal(x_te[:, 0], keep[te])
+        np.testing.assert_array_equal(y_te, y[keep][te])
+    assert not y[x_tr[:, 0].astype(int)].any() and y_te.sum() == 10  # oc: normal rows train
+    x_tr, x_te, _ = protocol_rows(X, y, "ad", seed=0)  # no max_rows: every row, both sides
+    np.testing.assert_array_equal(x_tr, X)
+    np.testing.assert_array_equal(x_te, X)
+
+
 def test_paper_table_and_baselines():
     paper = tabular.paper_table2()
     assert paper.loc["cardio", "ocsdf_auroc"] == pytest.approx(95.0)

@@ -17,8 +17,8 @@ import numpy as np
 from .errors import InputError
 
 __all__ = ["TOY_DATASETS", "make_toy", "find_data_dir", "load_adbench", "adbench_path",
-           "ADBENCH_FILES", "IMAGE_SETS", "load_images", "oc_split", "split_indices",
-           "subsample_indices"]
+           "ADBENCH_FILES", "IMAGE_SETS", "load_images", "oc_split", "protocol_rows",
+           "split_indices", "subsample_indices"]
 
 #: Image sets of the shared data folder: name -> (file under it, description for tables).
 IMAGE_SETS = {
@@ -204,6 +204,21 @@ def split_indices(y: np.ndarray, protocol: str, seed: int) -> tuple[np.ndarray, 
     perm = np.random.default_rng([seed, 2]).permutation(normal)
     half = len(perm) // 2
     return np.sort(perm[:half]), np.sort(np.concatenate([perm[half:], np.flatnonzero(y == 1)]))
+
+
+def protocol_rows(X: np.ndarray, y: np.ndarray, protocol: str, seed: int,
+                  max_rows: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The rows of one run of ``ocsdf bench tabular``: ``(x_train, x_eval, y_eval)``.
+
+    :func:`subsample_indices` (``max_rows``, stratified, seed ``seed``), then
+    :func:`split_indices` of ``protocol`` on the kept rows: the same rows as the bench's for the
+    same seed, so studies outside the bench stay paired with its tables. ``X`` ``(n, d)`` raw,
+    ``y`` ``(n,)`` with 1 = anomaly.
+    """
+    keep = subsample_indices(y, max_rows, seed)
+    xs, ys = X[keep], y[keep]
+    tr, te = split_indices(ys, protocol, seed)
+    return xs[tr], xs[te], ys[te]
 
 
 def oc_split(

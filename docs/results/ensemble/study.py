@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from ocsdf import fit_many
 from ocsdf.bench.tabular import available_datasets
-from ocsdf.data import load_adbench, split_indices, subsample_indices
+from ocsdf.data import load_adbench, protocol_rows
 
 torch.set_num_threads(1)
 K = 4
@@ -35,15 +35,12 @@ with out.open("a", newline="") as fh:
         X, y = load_adbench(ds)
         for p in ("ad", "oc"):
             for seed in range(5):
-                keep = subsample_indices(y, 20000, seed)
-                xs, ys = X[keep], y[keep]
-                tr, te = split_indices(ys, p, seed)
-                x_tr = xs[tr]
+                x_tr, x_te, y_te = protocol_rows(X, y, p, seed, max_rows=20000)
                 t = time.perf_counter()
                 models = fit_many([x_tr] * K, ["auto"] * K, [seed + 1000 * j for j in range(K)])
                 fit_s = time.perf_counter() - t
-                s = np.stack([m.score_samples(xs[te]) for m in models])
-                a = [roc_auc_score(ys[te], -v) for v in (s[0], s[:2].mean(0), s.mean(0))]
+                s = np.stack([m.score_samples(x_te) for m in models])
+                a = [roc_auc_score(y_te, -v) for v in (s[0], s[:2].mean(0), s.mean(0))]
                 w.writerow([ds, p, seed, *(f"{v:.6f}" for v in a), f"{fit_s:.2f}"])
                 fh.flush()
                 print(ds, p, seed, [round(100 * v, 2) for v in a], round(fit_s, 1), flush=True)

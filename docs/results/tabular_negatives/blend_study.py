@@ -23,7 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 from ocsdf import OCSDF
 from ocsdf.bench.tabular import available_datasets
-from ocsdf.data import load_adbench, split_indices, subsample_indices
+from ocsdf.data import load_adbench, protocol_rows
 
 warnings.simplefilter("ignore")  # the DomainWarning of every fit with rows outside B
 
@@ -35,10 +35,7 @@ def main(protocol: str) -> None:
         X, y = load_adbench(name)
         runs = []
         for seed in range(5):
-            keep = subsample_indices(y, 20000, seed)
-            xs, ys = X[keep], y[keep]
-            tr, te = split_indices(ys, protocol, seed)
-            x_tr, x_te, y_te = xs[tr], xs[te], ys[te]
+            x_tr, x_te, y_te = protocol_rows(X, y, protocol, seed, max_rows=20000)
             a = OCSDF(random_state=seed).fit(x_tr).score_samples(x_te)
             b = OCSDF(random_state=seed, negative_spread=0.6).fit(x_tr).score_samples(x_te)
             blends = (a, b, (a + b) / 2, np.minimum(a, b), rankdata(a) + rankdata(b))

@@ -25,7 +25,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from ocsdf import OCSDF
 from ocsdf.bench.tabular import available_datasets
-from ocsdf.data import load_adbench, split_indices, subsample_indices
+from ocsdf.data import load_adbench, protocol_rows
 
 warnings.simplefilter("ignore")  # the DomainWarning of every fit with rows outside B
 
@@ -54,22 +54,19 @@ def main(protocol: str, sizes: list[float]) -> None:
         for size in sizes:
             runs = []
             for seed in range(5):
-                keep = subsample_indices(y, 20000, seed)
-                xs, ys = X[keep], y[keep]
-                tr, te = split_indices(ys, protocol, seed)
-                x_tr, x_te, y_te = xs[tr], xs[te], ys[te]
+                x_tr, x_te, y_te = protocol_rows(X, y, protocol, seed, max_rows=20000)
                 model = OCSDF(random_state=seed, domain_size=size).fit(x_tr)
-                z = (x_te - model.mean_) / model.scale_
-                z_tr = (x_tr - model.mean_) / model.scale_
-                with torch.no_grad():
-                    f = model.scorer_.net(torch.as_tensor(z)).squeeze(-1).numpy()
+                scorer = model.scorer_
+                z, z_tr = scorer.standardize(x_te), scorer.standardize(x_tr)
+                terms = scorer.score_terms(x_te)  # (network, guard); their minimum scores
+                f = terms[:, 0]
                 centres = z_tr[(np.abs(z_tr) > size).any(1)]
                 unique = np.unique(z_tr, axis=0)
                 rho = float(np.median(
                     NearestNeighbors(n_neighbors=2).fit(unique).kneighbors(unique)[0][:, 1]))
                 low = np.minimum(-size, z_tr.min(0))
                 high = np.maximum(size, z_tr.max(0))
-                scores = (model.score_samples(x_te),
+                scores = (terms.min(1),
                           np.minimum(f, balls_guard(z, size, centres, rho)),
                           np.minimum(f, box_sdf(z, low, high)), f)
                 runs.append([roc_auc_score(y_te, -s) for s in scores])

@@ -100,11 +100,11 @@ def negative_starts(domain: Domain, n: int, d: int, n_steps: int,
     """
     if not 0 < spread <= 1:
         raise ValueError(f"spread must be in (0, 1], got {spread}")
+    centre = domain_centre(domain) if spread < 1 else 0.0
     parts = []
     for g in generators:
         z0 = domain.sample(n, d, g, device)
         if spread < 1:
-            centre = domain_centre(domain)
             near = torch.rand(n, 1, generator=g, device=device) < 0.5
             z0 = centre + torch.where(near, spread, 1.0) * (z0 - centre)
         parts.append(z0)
