@@ -1,8 +1,9 @@
 """A label-free choice between a smooth and a tight model per data set (issue 21, one-class).
 
 The one-class tables want a tight network (``negative_spread=0.5``) on some sets and the default
-(smooth) one on others; a perfect per-set choice between the two would reach 93.1 % against
-KNN's 92.57 % (``summary.md``). Can the training rows alone tell which one to use?
+(smooth) one on others; a perfect per-set choice between the two would reach 93.08 % against
+KNN's 92.57 % (the bench's runs ``../tabular_oc_runs.csv`` and ``spread0.5/``). Can the
+training rows alone tell which one to use?
 
 Per set and seed 0-4 (the bench's subsample and one-class split, ``protocol_rows``), for each
 of the two settings (``smooth``: defaults; ``tight``: ``negative_spread=0.5``):
