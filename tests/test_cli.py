@@ -83,6 +83,17 @@ def test_fit_negative_spread_option(train_csv, tmp_path, capsys):
                 in capsys.readouterr().err)
 
 
+def test_fit_output_aliases_write_the_same_model(model_dir, train_csv, tmp_path):
+    """``-o`` / ``--output`` name the model directory, as they name what every other command
+    writes; the model is the one ``--model`` writes (same seed, same scores)."""
+    X = pd.read_csv(train_csv)[["a", "b"]]
+    want = OCSDF.load(model_dir).score_samples(X)
+    for flag in ("-o", "--output"):
+        out = tmp_path / flag.strip("-")
+        assert main(["fit", str(train_csv), flag, str(out), "--columns", "a,b", *TINY]) == 0
+        np.testing.assert_array_equal(OCSDF.load(out).score_samples(X), want)
+
+
 def test_fit_then_score_round_trip(model_dir, train_csv, tmp_path, capsys):
     capsys.readouterr()
     scores = tmp_path / "scores.csv"

@@ -47,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("data", help="training data: .csv (header detected), .npz (array X), .parquet; "
                    "with --stream also a folder of .csv / .parquet files")
-    p.add_argument("--model", required=True, metavar="DIR", help="model directory to write")
+    p.add_argument("--model", "-o", "--output", dest="model", required=True, metavar="DIR",
+                   help="model directory to write (-o / --output, as in the other commands)")
     p.add_argument("--columns", type=column_list, metavar="A,B,...",
                    help="columns to use: names or 0-based positions (default: all)")
     add_header(p)
