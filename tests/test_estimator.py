@@ -174,6 +174,16 @@ def test_parameters_are_keyword_only():
 def test_cuda_requested_without_cuda():
     with pytest.raises(ValueError, match="CUDA is not available"):
         OCSDF(**TINY, device="cuda").fit(np.random.default_rng(0).normal(size=(10, 2)))
+    with pytest.raises(ValueError, match="device='cuda:1' was requested"):
+        OCSDF(**TINY, device="cuda:1").fit(np.random.default_rng(0).normal(size=(10, 2)))
+
+
+def test_cuda_index_beyond_the_devices_is_named():
+    """Also where CUDA is present: an index past the last device is one clear error (torch
+    would fail later, inside training). Without CUDA the missing-CUDA error comes first."""
+    bad = f"cuda:{torch.cuda.device_count() + 1}"
+    with pytest.raises(ValueError, match=f"device='{bad}' was requested"):
+        OCSDF(**TINY, device=bad).fit(np.random.default_rng(0).normal(size=(10, 2)))
 
 
 def test_negative_spread_finds_the_hole_of_a_ring():

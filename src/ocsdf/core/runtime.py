@@ -33,7 +33,11 @@ def torch_device(device: str | torch.device) -> torch.device:
         raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda', got {device!r}") \
             from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device='cuda' was requested but CUDA is not available on this machine")
+        raise ValueError(f"device={str(dev)!r} was requested but CUDA is not available on this "
+                         "machine")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"device={str(dev)!r} was requested but this machine has "
+                         f"{torch.cuda.device_count()} CUDA device(s)")
     return dev
 
 
