@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import csv
 import sys
-import warnings
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
+from study_runs import run_sets, seed_rows
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "crossfit_runs.csv"
@@ -50,33 +48,16 @@ def out_of_fold(x: np.ndarray, seed: int, params: dict) -> np.ndarray:
 
 
 def one_set(name: str) -> list[dict]:
-    from ocsdf.data import load_adbench, protocol_rows
-
-    warnings.simplefilter("ignore")  # the DomainWarning of fits with rows outside B
-    torch.set_num_threads(1)
-    X, y = load_adbench(name)
     rows = []
-    for seed in range(5):
-        x_tr, x_te, y_te = protocol_rows(X, y, "ad", seed, max_rows=20000)
+    for seed, _, x, y in seed_rows(name, "ad"):  # AD: every row is fitted and scored
         for setting, params in SETTINGS.items():
-            s = out_of_fold(x_te, seed, params)
             rows.append({"set": name, "seed": seed, "setting": setting,
-                         "auroc": roc_auc_score(y_te, -s)})
-        print(name, seed, flush=True, file=sys.stderr)
+                         "auroc": roc_auc_score(y, -out_of_fold(x, seed, params))})
     return rows
 
 
 def run() -> None:
-    from ocsdf.bench.tabular import available_datasets
-
-    with Pool(2) as pool:
-        parts = pool.map(one_set, available_datasets(), chunksize=1)
-    with RUNS.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, ["set", "seed", "setting", "auroc"])
-        w.writeheader()
-        for rows in parts:
-            for r in rows:
-                w.writerow({**r, "auroc": f"{r['auroc']:.6f}"})
+    run_sets(one_set, RUNS, ["set", "seed", "setting", "auroc"])
 
 
 def in_sample(path: Path) -> dict[str, float]:

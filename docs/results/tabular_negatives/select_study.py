@@ -34,13 +34,11 @@ from __future__ import annotations
 
 import csv
 import sys
-import warnings
-from multiprocessing import Pool
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
+from study_runs import run_sets, seed_rows
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "select_runs.csv"
@@ -67,46 +65,29 @@ def references(fit: np.ndarray, val: np.ndarray, rng: np.random.Generator
 
 def one_set(name: str) -> list[dict]:
     from ocsdf import OCSDF
-    from ocsdf.data import load_adbench, protocol_rows
 
-    warnings.simplefilter("ignore")  # the DomainWarning of fits with rows outside B
-    torch.set_num_threads(1)
-    X, y = load_adbench(name)
     rows = []
-    for seed in range(5):
-        x_tr, x_te, y_te = protocol_rows(X, y, "oc", seed, max_rows=20000)
+    for seed, x_tr, x_te, y_te in seed_rows(name, "oc"):
         rng = np.random.default_rng([seed, 11])
         perm = rng.permutation(len(x_tr))
         n_val = max(2, len(x_tr) // 5)
         val, fit = x_tr[perm[:n_val]], x_tr[perm[n_val:]]
         refs = references(fit, val, rng)
+        labels = np.r_[np.zeros(len(val)), np.ones(N_REF)]
         for setting, params in SETTINGS.items():
             small = OCSDF(random_state=seed, **params).fit(fit)
             s_val = small.score_samples(val)
             row = {"set": name, "seed": seed, "setting": setting}
             for p in PROXIES:
-                s_ref = small.score_samples(refs[p])
-                labels = np.r_[np.zeros(len(val)), np.ones(N_REF)]
-                row[p] = roc_auc_score(labels, -np.r_[s_val, s_ref])
+                row[p] = roc_auc_score(labels, -np.r_[s_val, small.score_samples(refs[p])])
             full = OCSDF(random_state=seed, **params).fit(x_tr)
             row["test"] = roc_auc_score(y_te, -full.score_samples(x_te))
             rows.append(row)
-        print(name, seed, flush=True, file=sys.stderr)
     return rows
 
 
 def run() -> None:
-    from ocsdf.bench.tabular import available_datasets
-
-    names = available_datasets()
-    with Pool(2) as pool:
-        parts = pool.map(one_set, names, chunksize=1)
-    with RUNS.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, ["set", "seed", "setting", *PROXIES, "test"])
-        w.writeheader()
-        for rows in parts:
-            for r in rows:
-                w.writerow({k: (f"{v:.6f}" if isinstance(v, float) else v) for k, v in r.items()})
+    run_sets(one_set, RUNS, ["set", "seed", "setting", *PROXIES, "test"])
 
 
 def report() -> None:
